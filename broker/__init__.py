@@ -1,0 +1,1 @@
+"""Writ broker: the token service, its decision, audit and admin surface."""

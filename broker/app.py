@@ -1,0 +1,91 @@
+"""``create_app(settings)``: the one place that wires stores, signer and routers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from broker.admin.routes import admin_router
+from broker.errors import InvalidRequest
+from broker.logs import configure_logging
+from broker.responses import oauth_error_response
+from broker.routes.meta import meta_router
+from broker.routes.token import token_router
+from broker.runtime import Broker
+from broker.settings import Settings
+from jwks.service.routes import jwks_router
+
+MAX_HEADERS = 64
+
+
+class InputBounds:
+    """DESIGN §8: bounded header count and body size on every route."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if len(headers) > MAX_HEADERS:
+            await JSONResponse({"error": "invalid_request",
+                                "error_description": "too many headers"}, 431)(scope, receive, send)
+            return
+        for name, value in headers:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
+                await JSONResponse({"error": "invalid_request",
+                                    "error_description": "request body too large"},
+                                   413, headers={"Cache-Control": "no-store"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    configure_logging()
+    broker = Broker(settings, engine=engine, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        broker.start()
+        try:
+            yield
+        finally:
+            broker.stop()
+
+    app = FastAPI(title="Writ", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs" if settings.dev else None, redoc_url=None)
+    app.state.broker = broker
+    app.include_router(token_router(broker))
+    app.include_router(jwks_router(broker.keyring))
+    app.include_router(meta_router(broker))
+    app.include_router(admin_router(broker))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path == "/token":
+            return oauth_error_response(InvalidRequest("malformed request"))
+        return JSONResponse({"error": "invalid_request",
+                             "error_description": _first_error(exc)}, 422)
+
+    app.add_middleware(InputBounds, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _first_error(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg"))

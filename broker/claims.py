@@ -1,0 +1,75 @@
+"""Claim building for Txn-Tokens: pure, no I/O, time passed in.
+
+The signer adds the header; this module only decides the claims (draft-ietf-oauth-
+transaction-tokens §4; RFC 8693 §4.1 for ``act``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """An earlier actor of the transaction."""
+
+    sub: str
+    iat: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnTokenPlan:
+    """Everything the decision settled for one Txn-Token."""
+
+    issuer: str
+    audience: str
+    subject: str
+    scope: tuple[str, ...]
+    requesting_workload: str
+    actor: str
+    txn: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    earlier_actors: tuple[Hop, ...] = ()
+    tctx: Mapping[str, Any] = field(default_factory=dict)
+    rctx: Mapping[str, Any] = field(default_factory=dict)
+    manifest_hash: str = ""
+
+
+def nested_act(actor: str, earlier: tuple[Hop, ...]) -> dict[str, Any]:
+    """RFC 8693 §4.1: the current actor outermost, the least recent most deeply nested."""
+    act: dict[str, Any] = {"sub": actor}
+    inner = act
+    for hop in reversed(earlier):
+        inner["act"] = {"sub": hop.sub}
+        inner = inner["act"]
+    return act
+
+
+def build_txn_claims(plan: TxnTokenPlan) -> dict[str, Any]:
+    path = [h.sub for h in plan.earlier_actors] + [plan.actor]
+    claims: dict[str, Any] = {
+        "iss": plan.issuer,
+        "aud": plan.audience,
+        "iat": plan.issued_at,
+        "exp": plan.expires_at,
+        "txn": plan.txn,
+        "jti": plan.jti,
+        "sub": plan.subject,
+        "scope": " ".join(plan.scope),
+        "req_wl": plan.requesting_workload,
+        "act": nested_act(plan.actor, plan.earlier_actors),
+        "tctx": dict(plan.tctx),
+        "rctx": dict(plan.rctx),
+        "agentic_ctx": {
+            "prov": {"manifest_hash": plan.manifest_hash},
+            "identity": {"workload_id": plan.actor},
+            "chain_metadata": {"hop_count": len(path), "txn_path": path},
+        },
+    }
+    if plan.earlier_actors:
+        claims["act_chain"] = [{"sub": h.sub, "iat": h.iat} for h in plan.earlier_actors]
+    return claims

@@ -1,0 +1,553 @@
+"""Admin commands of ``writ`` over the local database (DESIGN §7: a CLI for every admin task).
+
+They read the same settings as ``writ serve`` (``--data-dir``, ``WRIT_DATABASE_URL``,
+``WRIT_KEYS_KEK`` ...), apply migrations first, and append an audit record for every write.
+Show and list print JSON on stdout; a new admin token is printed alone on stdout; every
+other message goes to stderr. Errors are one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session
+
+from broker.admin.routes import (
+    RotationPublic,
+    check_bundle,
+    check_public_jwks,
+    check_trust_domain_name,
+    check_trust_domain_source,
+)
+from broker.admin.tokens import (
+    AdminToken,
+    AdminTokenCreate,
+    create_admin_token,
+    list_admin_tokens,
+    revoke_admin_token,
+)
+from broker.audit import AuditEvent, AuditUnavailable, AuditWriter
+from broker.db import make_engine, upgrade
+from broker.settings import Settings
+from jwks.errors import JwksError
+from jwks.service.envelope import load_or_create_kek
+from jwks.service.keyring import KeyRing
+from registry import store
+from registry.charter import Charter
+from registry.errors import NotFound, RegistryError
+from registry.models import (
+    AgentCreate,
+    AgentUpdate,
+    BundleSourceKind,
+    GatewayAuthMethod,
+    GatewayCreate,
+    Status,
+    TrustDomainCreate,
+)
+
+BY = "cli"
+
+admin_tokens_app = typer.Typer(help="Scoped admin tokens for the /v1 admin API.",
+                               no_args_is_help=True)
+agents_app = typer.Typer(help="Enrolled agents and their charters.", no_args_is_help=True)
+gateways_app = typer.Typer(help="Gateways allowed to ask for tokens.", no_args_is_help=True)
+trust_domains_app = typer.Typer(help="SPIFFE trust domains and their bundles.",
+                                no_args_is_help=True)
+keys_app = typer.Typer(help="Writ's signing keys.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the admin sub-commands to the main ``writ`` app."""
+    app.add_typer(admin_tokens_app, name="admin-tokens")
+    app.add_typer(agents_app, name="agents")
+    app.add_typer(gateways_app, name="gateways")
+    app.add_typer(trust_domains_app, name="trust-domains")
+    app.add_typer(keys_app, name="keys")
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Writ's data directory.",
+                                       envvar="WRIT_DATA_DIR")]
+SpiffeIdArg = Annotated[str, typer.Argument(help="The agent's SPIFFE ID.")]
+ClientIdArg = Annotated[str, typer.Argument(help="The gateway's client id (its SPIFFE ID).")]
+DEFAULT_DATA_DIR = Path("writ-data")
+
+
+# --- plumbing ------------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """A refusal worth one line on stderr."""
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    msg = str(first.get("msg", "invalid"))
+    return f"{where}: {msg}" if where else msg
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn every expected failure into ``error: ...`` on stderr and exit code 1."""
+    try:
+        yield
+    except (CommandError, RegistryError, JwksError, AuditUnavailable) as err:
+        message = str(err)
+    except ValidationError as err:
+        message = f"invalid {err.title}: {_first_error(err)}"
+    except IntegrityError:
+        message = "a concurrent change conflicts with this one"
+    except OperationalError as err:
+        message = f"database unavailable: {type(err.orig).__name__}"
+    else:
+        return
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@dataclass
+class _Local:
+    settings: Settings
+    engine: Engine
+
+    def audit(self, reason: str, *, agent: str | None = None, gateway: str | None = None,
+              **detail: Any) -> None:
+        """DESIGN §7: every registry change is an audit record; never a secret in it."""
+        writer = AuditWriter(self.engine)
+        writer.start()
+        try:
+            writer.record_sync(AuditEvent(kind="admin", decision="changed", reason=reason,
+                                          agent=agent, gateway=gateway,
+                                          detail={"by": BY, **detail}))
+        finally:
+            writer.stop()
+
+    def keyring(self) -> KeyRing:
+        data_dir = self.settings.data_dir
+        # a KEK file in the data dir was made by dev mode; read it, never create one here
+        dev = self.settings.dev or (data_dir / "kek").is_file()
+        return KeyRing(self.engine, load_or_create_kek(self.settings.keys, data_dir, dev=dev),
+                       self.settings.keys)
+
+
+@contextmanager
+def _local(data_dir: Path) -> Iterator[_Local]:
+    """The database named by the settings, migrated; errors become one line on stderr."""
+    with _errors():
+        settings = Settings(data_dir=data_dir)
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.db_url)
+        engine = make_engine(settings.db_url)
+        try:
+            yield _Local(settings, engine)
+        finally:
+            engine.dispose()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
+        raise CommandError(f"cannot read the {what} file {path}: {reason}") from err
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise CommandError(f"the {what} file {path} is not valid JSON: {err}") from err
+
+
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    doc = _read_json(path, what)
+    if not isinstance(doc, dict):
+        raise CommandError(f"the {what} file {path} must hold a JSON object")
+    return doc
+
+
+def _charter(path: Path) -> Charter:
+    try:
+        return Charter.model_validate(_json_object(path, "charter"))
+    except JwksError as err:  # a malformed delegate_to pattern
+        raise CommandError(f"invalid charter: {err}") from err
+
+
+def _print(data: BaseModel | Sequence[BaseModel]) -> None:
+    doc = ([m.model_dump(mode="json") for m in data] if isinstance(data, Sequence)
+           else data.model_dump(mode="json"))
+    typer.echo(json.dumps(doc, indent=2))
+
+
+def _note(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+# --- admin tokens --------------------------------------------------------------------
+
+
+@admin_tokens_app.command("create")
+def admin_tokens_create(
+    name: Annotated[str, typer.Option("--name", help="What the token is for.")],
+    scope: Annotated[list[str], typer.Option("--scope", help="A scope it grants (repeat).")],
+    namespace: Annotated[list[str] | None, typer.Option(
+        "--namespace", help="SPIFFE pattern it may manage agents under (repeat); "
+        "none = anywhere.")] = None,
+    expires_in_s: Annotated[int | None, typer.Option(
+        "--expires-in-s", min=1, help="Lifetime in seconds (default: no expiry).")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create an admin token and print it once, alone on stdout."""
+    with _local(data_dir) as local, _errors():
+        now = time.time()
+        data = AdminTokenCreate(name=name, scopes=scope, namespaces=namespace or [],
+                                expires_at=None if expires_in_s is None else now + expires_in_s)
+        with Session(local.engine) as session:
+            issued = create_admin_token(session, data, now=now, by=BY)
+            session.commit()
+        local.audit("admin_token.created", token_id=issued.id, name=issued.name,
+                    scopes=issued.scopes, namespaces=issued.namespaces)
+        _note(f"created admin token {issued.id} ({issued.name}) with scopes "
+              f"{' '.join(issued.scopes)}; it is shown only this once")
+        typer.echo(issued.token)
+
+
+@admin_tokens_app.command("list")
+def admin_tokens_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """List admin tokens (never their secrets)."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        _print(list_admin_tokens(session))
+
+
+@admin_tokens_app.command("revoke")
+def admin_tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Revoke an admin token at once."""
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            row = session.get(AdminToken, token_id)
+            if row is None:
+                raise NotFound(f"no admin token {token_id}")
+            first = row.revoked_at is None
+            if first:  # revoking twice keeps the first time
+                revoke_admin_token(session, token_id, now=time.time())
+                session.commit()
+        if first:
+            local.audit("admin_token.revoked", token_id=token_id)
+        _note(f"admin token {token_id} revoked")
+
+
+# --- agents --------------------------------------------------------------------------
+
+
+@agents_app.command("enroll")
+def agents_enroll(
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="The agent's SPIFFE ID.")],
+    owner: Annotated[str, typer.Option("--owner", help="Who answers for the agent.")],
+    charter: Annotated[Path, typer.Option("--charter", help="The charter, a JSON file.")],
+    description: Annotated[str, typer.Option("--description")] = "",
+    expires_at: Annotated[float | None, typer.Option(
+        "--expires-at", help="End of the enrollment, epoch seconds.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Enroll an agent with its first charter."""
+    with _local(data_dir) as local, _errors():
+        try:
+            data = AgentCreate(spiffe_id=spiffe_id, owner=owner, description=description,
+                               enrollment_expires_at=expires_at, charter=_charter(charter))
+        except JwksError as err:
+            raise CommandError(f"invalid SPIFFE ID: {err}") from err
+        with Session(local.engine) as session:
+            agent = store.create_agent(session, data, now=time.time(), by=BY)
+            session.commit()
+        local.audit("agent.created", agent=agent.spiffe_id,
+                    charter_version=agent.charter_version, charter_hash=agent.charter_hash)
+        _print(agent)
+
+
+@agents_app.command("list")
+def agents_list(
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """List enrolled agents."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        _print(store.list_agents(session, offset=offset, limit=limit))
+
+
+@agents_app.command("show")
+def agents_show(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Show one agent with its current charter."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        agent = store.fetch_agent(session, spiffe_id)
+        if agent is None:
+            raise NotFound(f"no agent {spiffe_id}")
+        _print(agent)
+
+
+@agents_app.command("update")
+def agents_update(
+    spiffe_id: SpiffeIdArg,
+    charter: Annotated[Path | None, typer.Option(
+        "--charter", help="A new charter (JSON file): makes a new version.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    expires_at: Annotated[float | None, typer.Option(
+        "--expires-at", help="End of the enrollment, epoch seconds.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Change an agent's owner, description, expiry or charter."""
+    with _local(data_dir) as local, _errors():
+        changes: dict[str, Any] = {k: v for k, v in {
+            "owner": owner, "description": description, "enrollment_expires_at": expires_at,
+        }.items() if v is not None}
+        if charter is not None:
+            changes["charter"] = _charter(charter)
+        if not changes:
+            raise CommandError("nothing to change: give --charter, --owner, --description "
+                               "or --expires-at")
+        data = AgentUpdate(**changes)
+        with Session(local.engine) as session:
+            agent = store.update_agent(session, spiffe_id, data, now=time.time(), by=BY)
+            session.commit()
+        local.audit("agent.updated", agent=spiffe_id, changed=sorted(changes),
+                    charter_version=agent.charter_version, charter_hash=agent.charter_hash)
+        _print(agent)
+
+
+def _set_agent_status(data_dir: Path, spiffe_id: str, status: Status, reason: str) -> None:
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            agent = store.set_agent_status(session, spiffe_id, status, now=time.time())
+            session.commit()
+        local.audit(reason, agent=spiffe_id)
+        _print(agent)
+
+
+@agents_app.command("suspend")
+def agents_suspend(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Suspend an agent: it gets no token until resumed."""
+    _set_agent_status(data_dir, spiffe_id, Status.suspended, "agent.suspended")
+
+
+@agents_app.command("resume")
+def agents_resume(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Resume a suspended agent."""
+    _set_agent_status(data_dir, spiffe_id, Status.active, "agent.resumed")
+
+
+@agents_app.command("remove")
+def agents_remove(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Remove an agent and its charter versions."""
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            store.delete_agent(session, spiffe_id)
+            session.commit()
+        local.audit("agent.removed", agent=spiffe_id)
+        _note(f"agent {spiffe_id} removed")
+
+
+# --- gateways ------------------------------------------------------------------------
+
+
+@gateways_app.command("add")
+def gateways_add(
+    client_id: Annotated[str, typer.Option("--client-id", help="The gateway's SPIFFE ID.")],
+    namespace: Annotated[list[str], typer.Option(
+        "--namespace", help="SPIFFE pattern of agents it may speak for (repeat).")],
+    auth_method: Annotated[GatewayAuthMethod, typer.Option(
+        "--auth-method", help="How it authenticates to /token.")] = GatewayAuthMethod.jwt_spiffe,
+    jwks: Annotated[Path | None, typer.Option(
+        "--jwks", help="Its public keys (JWK Set file) for private_key_jwt.")] = None,
+    description: Annotated[str, typer.Option("--description")] = "",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Register a gateway."""
+    with _local(data_dir) as local, _errors():
+        keys = None if jwks is None else _json_object(jwks, "JWKS")
+        check_public_jwks(keys)
+        try:
+            data = GatewayCreate(client_id=client_id, auth_method=auth_method, jwks=keys,
+                                 description=description, agent_namespaces=namespace)
+        except JwksError as err:
+            raise CommandError(f"invalid SPIFFE ID or pattern: {err}") from err
+        with Session(local.engine) as session:
+            gateway = store.create_gateway(session, data, now=time.time())
+            session.commit()
+        local.audit("gateway.created", gateway=gateway.client_id,
+                    auth_method=str(gateway.auth_method),
+                    agent_namespaces=gateway.agent_namespaces)
+        _print(gateway)
+
+
+@gateways_app.command("list")
+def gateways_list(
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """List gateways."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        _print(store.list_gateways(session, offset=offset, limit=limit))
+
+
+@gateways_app.command("show")
+def gateways_show(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Show one gateway."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        gateway = store.fetch_gateway(session, client_id)
+        if gateway is None:
+            raise NotFound(f"no gateway {client_id}")
+        _print(gateway)
+
+
+def _set_gateway_status(data_dir: Path, client_id: str, status: Status, reason: str) -> None:
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            gateway = store.set_gateway_status(session, client_id, status, now=time.time())
+            session.commit()
+        local.audit(reason, gateway=client_id)
+        _print(gateway)
+
+
+@gateways_app.command("suspend")
+def gateways_suspend(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Suspend a gateway: it is refused at /token until resumed."""
+    _set_gateway_status(data_dir, client_id, Status.suspended, "gateway.suspended")
+
+
+@gateways_app.command("resume")
+def gateways_resume(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Resume a suspended gateway."""
+    _set_gateway_status(data_dir, client_id, Status.active, "gateway.resumed")
+
+
+@gateways_app.command("remove")
+def gateways_remove(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Remove a gateway."""
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            store.delete_gateway(session, client_id)
+            session.commit()
+        local.audit("gateway.removed", gateway=client_id)
+        _note(f"gateway {client_id} removed")
+
+
+# --- trust domains -------------------------------------------------------------------
+
+
+@trust_domains_app.command("add")
+def trust_domains_add(
+    name: Annotated[str, typer.Argument(help="The trust domain name, e.g. example.org.")],
+    bundle_file: Annotated[Path | None, typer.Option(
+        "--bundle-file", help="A SPIFFE bundle file, read again on every refresh.")] = None,
+    inline: Annotated[bool, typer.Option(
+        "--inline", help="Store the --bundle-file content now instead of reading the file "
+        "later.")] = False,
+    endpoint: Annotated[str | None, typer.Option(
+        "--endpoint", help="A SPIFFE bundle endpoint URL (https_web).")] = None,
+    workload_api: Annotated[str | None, typer.Option(
+        "--workload-api", help="The Workload API socket of a SPIRE agent.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Trust a SPIFFE trust domain's JWT-SVIDs, from a bundle file, endpoint or Workload API."""
+    with _local(data_dir) as local, _errors():
+        given = [s for s in (bundle_file, endpoint, workload_api) if s is not None]
+        if len(given) != 1:
+            raise CommandError("give exactly one of --bundle-file, --endpoint, --workload-api")
+        if inline and bundle_file is None:
+            raise CommandError("--inline needs --bundle-file")
+        check_trust_domain_name(name)
+        bundle: dict[str, Any] | None = None
+        location: str | None
+        if bundle_file is not None:
+            bundle = _json_object(bundle_file, "bundle")
+            check_bundle(name, bundle, time.time())
+            source = BundleSourceKind.inline if inline else BundleSourceKind.file
+            location = None if inline else str(bundle_file.resolve())
+            if not inline:
+                bundle = None  # the file is read again on every refresh
+        elif endpoint is not None:
+            source, location = BundleSourceKind.endpoint, endpoint
+        else:
+            source, location = BundleSourceKind.workload_api, workload_api
+        check_trust_domain_source(source, location, bundle is not None)
+        data = TrustDomainCreate(name=name, source=source, location=location, bundle=bundle)
+        with Session(local.engine) as session:
+            td = store.create_trust_domain(session, data, now=time.time())
+            session.commit()
+        local.audit("trust_domain.created", trust_domain=td.name, source=str(td.source))
+        _print(td)
+
+
+@trust_domains_app.command("list")
+def trust_domains_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """List trusted trust domains."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        _print(store.list_trust_domains(session))
+
+
+@trust_domains_app.command("show")
+def trust_domains_show(
+    name: Annotated[str, typer.Argument(help="The trust domain name.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Show one trust domain."""
+    with _local(data_dir) as local, _errors(), Session(local.engine) as session:
+        td = store.fetch_trust_domain(session, name)
+        if td is None:
+            raise NotFound(f"no trust domain {name}")
+        _print(td)
+
+
+@trust_domains_app.command("remove")
+def trust_domains_remove(
+    name: Annotated[str, typer.Argument(help="The trust domain name.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Stop trusting a trust domain."""
+    with _local(data_dir) as local, _errors():
+        with Session(local.engine) as session:
+            store.delete_trust_domain(session, name)
+            session.commit()
+        local.audit("trust_domain.removed", trust_domain=name)
+        _note(f"trust domain {name} removed")
+
+
+# --- signing keys --------------------------------------------------------------------
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """List Writ's signing keys (public halves only)."""
+    with _local(data_dir) as local, _errors():
+        _print(local.keyring().list_keys())
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    force: Annotated[bool, typer.Option(
+        "--force", help="Rotate even if the next key has not been published for "
+        "publish_grace_s (an emergency).")] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """next -> active, active -> retired, and a new next key."""
+    with _local(data_dir) as local, _errors():
+        ring = local.keyring()
+        ring.bootstrap()  # a fresh database gets its first keys, as `writ serve` would
+        result = ring.rotate(force=force)
+        local.audit("keys.rotated", activated_kid=result.activated_kid,
+                    retired_kid=result.retired_kid, next_kid=result.next_kid, forced=force)
+        _print(RotationPublic(activated_kid=result.activated_kid,
+                              retired_kid=result.retired_kid, next_kid=result.next_kid))

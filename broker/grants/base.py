@@ -1,0 +1,43 @@
+"""What every grant receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from broker.audit import AuditEvent
+from broker.client_auth import AuthenticatedClient
+from broker.decision import TtlBounds
+from broker.svid import SvidValidator
+from jwks.service.signer import Signer
+from registry.snapshot import RegistrySnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class TokenContext:
+    """The per-request view of the broker: in-memory state only, no database handle."""
+
+    issuer: str
+    trust_domain: str
+    snapshot: RegistrySnapshot
+    svids: SvidValidator
+    signer: Signer
+    ttl: TtlBounds
+    max_json_depth: int
+    now: float
+    new_id: Callable[[], str]
+    peer_ip: str | None
+    notes: dict[str, Any]  # what is known so far, for the audit record of a refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    response: dict[str, Any]
+    audit: AuditEvent
+
+
+class Grant(Protocol):
+    def handle(self, params: dict[str, str], client: AuthenticatedClient,
+               ctx: TokenContext) -> Issued: ...
+

@@ -1,0 +1,33 @@
+"""Shared last step of every Txn-Token profile: sign, describe the audit record, build the
+RFC 8693 §2.2.1 response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.audit import AuditEvent
+from broker.claims import TxnTokenPlan, build_txn_claims
+from broker.grants.base import Issued, TokenContext
+from broker.svid import token_fingerprint
+from jwks.claims import TOKEN_TYPE_TXN_TOKEN, TXN_TOKEN_TYP
+
+
+def issue_txn_token(ctx: TokenContext, plan: TxnTokenPlan, *, gateway: str, agent: str,
+                    tool: str | None, detail: dict[str, Any]) -> Issued:
+    token = ctx.signer.sign(build_txn_claims(plan), typ=TXN_TOKEN_TYP)
+    scope = " ".join(plan.scope)
+    event = AuditEvent(
+        kind="token", decision="issued", reason="ok", gateway=gateway, agent=agent,
+        subject=plan.subject, tool=tool, scope=scope, txn=plan.txn, jti=plan.jti,
+        detail={**detail, "token_sha256": token_fingerprint(token), "kid": ctx.signer.kid,
+                "exp": plan.expires_at},
+    )
+    response = {
+        "access_token": token,
+        "issued_token_type": TOKEN_TYPE_TXN_TOKEN,
+        # RFC 8693 §2.2.1: N_A when the token is not an OAuth access token
+        "token_type": "N_A",
+        "expires_in": plan.expires_at - plan.issued_at,
+        "scope": scope,
+    }
+    return Issued(response, event)

@@ -1,0 +1,146 @@
+"""The broker's long-lived parts, built once per process by ``create_app``.
+
+Everything the token path reads lives here in memory: the registry snapshot, the trust
+bundles, the validated-SVID cache and the signing key. Only the audit writer touches the
+database per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from broker.audit import AuditWriter
+from broker.client_auth import (
+    JWT_BEARER,
+    JWT_SPIFFE,
+    ClientAuthenticator,
+    JwtSpiffeAuth,
+    PrivateKeyJwtAuth,
+)
+from broker.db import make_engine
+from broker.decision import TtlBounds
+from broker.grants.autonomous import AutonomousAgentProfile
+from broker.grants.base import Grant
+from broker.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant
+from broker.settings import Settings
+from broker.svid import SvidValidator
+from jwks.claims import TOKEN_TYPE_JWT
+from jwks.service.envelope import load_or_create_kek
+from jwks.service.keyring import KeyRing
+from registry.bundles import (
+    BundleError,
+    EndpointBundleSource,
+    FileBundleSource,
+    TrustBundles,
+    WorkloadApiBundleSource,
+    parse_bundle,
+)
+from registry.snapshot import RegistrySnapshot, SnapshotHolder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _BundleConfig:
+    source: str
+    location: str | None
+    bundle: str | None
+
+
+class Broker:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.engine = engine or make_engine(settings.db_url)
+        self.issuer = settings.issuer_url
+        self.bundles = TrustBundles(clock=clock)
+        self._bundle_config: dict[str, _BundleConfig] = {}
+        self.snapshots = SnapshotHolder(self.engine, poll_interval_s=settings.snapshot_poll_interval_s,
+                                        on_change=self._sync_bundles)
+        kek = load_or_create_kek(settings.keys, settings.data_dir, dev=settings.dev)
+        self.keyring = KeyRing(self.engine, kek, settings.keys, clock=clock)
+        self.svids = SvidValidator(self.bundles, leeway_s=settings.svid_leeway_s,
+                                   cache_size=settings.svid_cache_size,
+                                   max_token_bytes=settings.max_token_bytes, clock=clock)
+        self.clients = ClientAuthenticator({
+            JWT_SPIFFE: JwtSpiffeAuth(self.svids, self.issuer),
+            JWT_BEARER: PrivateKeyJwtAuth((self.issuer, f"{self.issuer}/token"),
+                                          leeway_s=settings.svid_leeway_s, clock=clock),
+        })
+        self.grants: dict[str, Grant] = {
+            GRANT_TYPE: TokenExchangeGrant({
+                (TOKEN_TYPE_JWT, False): AutonomousAgentProfile(),
+            }),
+        }
+        self.ttl = TtlBounds(settings.txn_token_ttl_s, settings.max_txn_token_ttl_s)
+        self.audit = AuditWriter(self.engine, batch_max=settings.audit.batch_max,
+                                 batch_wait_ms=settings.audit.batch_wait_ms,
+                                 timeout_s=settings.audit.timeout_s, clock=clock)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    @property
+    def snapshot(self) -> RegistrySnapshot:
+        return self.snapshots.current
+
+    def start(self) -> None:
+        self.keyring.bootstrap()
+        self.snapshots.refresh(force=True)
+        self.audit.start()
+        self.snapshots.start()
+        self.keyring.start()
+        self.bundles.start()
+
+    def stop(self) -> None:
+        self.bundles.stop()
+        self.keyring.stop()
+        self.snapshots.stop()
+        self.audit.stop()
+
+    def database_ok(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def _sync_bundles(self, snap: RegistrySnapshot) -> None:
+        """Follow the registry's trust domains: inline bundles are installed, other
+        sources are configured for the background refresher."""
+        now = self.clock()
+        for name in set(self._bundle_config) - set(snap.trust_domains):
+            self.bundles.remove(name)
+            del self._bundle_config[name]
+        for name, td in snap.trust_domains.items():
+            config = _BundleConfig(td.source, td.location, td.bundle)
+            if self._bundle_config.get(name) == config:
+                continue
+            try:
+                if td.source == "inline":
+                    if td.bundle is not None:
+                        self.bundles.set(name, parse_bundle(name, td.bundle.encode(), now=now))
+                elif td.source == "file" and td.location:
+                    self.bundles.add_source(name, FileBundleSource(td.location))
+                    self.bundles.refresh(name)
+                elif td.source == "endpoint" and td.location:
+                    self.bundles.add_source(name, EndpointBundleSource(td.location))
+                elif td.source == "workload_api":
+                    self.bundles.add_source(name, WorkloadApiBundleSource(td.location))
+            except BundleError as err:
+                log.warning("trust domain %s: bundle not usable: %s", name, err)
+                continue
+            self._bundle_config[name] = config
+
+    def jwks_json(self) -> str:
+        return json.dumps(self.keyring.jwks())

@@ -1,0 +1,71 @@
+"""Writ's settings, composed from each package's own (pydantic-settings, env prefix WRIT_).
+
+Nested settings use ``__``: ``WRIT_KEYS__ALG=ES384``. Nothing is built at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jwks.service.settings import KeyRingSettings
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WRIT_AUDIT_")
+
+    batch_max: int = Field(default=256, ge=1, le=10_000)
+    # how long the writer waits for more records before committing a batch
+    batch_wait_ms: float = Field(default=1.0, ge=0.0, le=100.0)
+    timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WRIT_", env_nested_delimiter="__",
+                                      extra="ignore")
+
+    data_dir: Path = Path("writ-data")
+    database_url: SecretStr | None = None  # default: sqlite:///<data_dir>/writ.db
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    issuer: str | None = None  # default: http://<host>:<port>
+    trust_domain: str = Field(default="dev.writ.local", pattern=r"^[a-z0-9._-]+$")
+    dev: bool = False
+
+    txn_token_ttl_s: int = Field(default=300, ge=1, le=3600)
+    max_txn_token_ttl_s: int = Field(default=900, ge=1, le=3600)
+    svid_leeway_s: int = Field(default=30, ge=0, le=120)
+    svid_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
+    max_json_depth: int = Field(default=8, ge=1, le=32)
+    snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    admin_bootstrap_token: SecretStr | None = None
+
+    keys: KeyRingSettings = Field(default_factory=KeyRingSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith(("https://", "http://")) or value.endswith("/")):
+            raise ValueError("issuer must be an http(s) URL without a trailing slash")
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> Settings:
+        if self.txn_token_ttl_s > self.max_txn_token_ttl_s:
+            raise ValueError("txn_token_ttl_s must not exceed max_txn_token_ttl_s")
+        return self
+
+    @property
+    def issuer_url(self) -> str:
+        return self.issuer or f"http://{self.host}:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'writ.db'}"

@@ -1,0 +1,191 @@
+"""JWT-SVID validation exactly per the SPIFFE JWT-SVID standard, with a bounded cache.
+
+A validated SVID is cached by the SHA-256 of its bytes until its ``exp``; a change of any
+trust bundle clears the cache (DESIGN §6), so a removed key stops working at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from joserfc import jws
+from joserfc.errors import JoseError
+
+from jwks.keys import SVID_ALGORITHMS, AnyKey
+from jwks.patterns import InvalidPattern, parse_spiffe_id
+
+_ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})  # JWT-SVID §2
+_ALLOWED_TYP = frozenset({"JWT", "JOSE"})  # JWT-SVID §2.3
+
+
+class SvidError(Exception):
+    """Why an SVID was refused; ``reason`` is machine-readable, the message is safe."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BundleSource(Protocol):
+    @property
+    def version(self) -> int: ...
+
+    def keys_for(self, trust_domain: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedSvid:
+    spiffe_id: str
+    trust_domain: str
+    audience: tuple[str, ...]
+    expires_at: float
+    issued_at: float | None
+    fingerprint: str  # SHA-256 of the token, hex: the only form a token is logged in
+
+
+def token_fingerprint(token: str | bytes) -> str:
+    data = token.encode() if isinstance(token, str) else token
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64json(part: str, what: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as err:
+        raise SvidError("malformed", f"{what} is not base64url JSON") from err
+    if not isinstance(value, dict):
+        raise SvidError("malformed", f"{what} is not a JSON object")
+    return value
+
+
+def _numeric(claims: dict[str, Any], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise SvidError(f"missing_{name}", f"'{name}' claim is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SvidError(f"invalid_{name}", f"'{name}' must be a NumericDate")
+    return float(value)
+
+
+class SvidValidator:
+    def __init__(
+        self,
+        bundles: BundleSource,
+        *,
+        leeway_s: int = 30,
+        cache_size: int = 10_000,
+        max_token_bytes: int = 8192,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bundles = bundles
+        self._leeway = leeway_s
+        self._cache_size = cache_size
+        self._max = max_token_bytes
+        self._clock = clock
+        self._cache: dict[tuple[bytes, frozenset[str]], ValidatedSvid] = {}
+        self._cache_version = -1
+
+    def validate(self, token: str, audiences: Collection[str]) -> ValidatedSvid:
+        """Validate ``token``; its ``aud`` must contain one of ``audiences``."""
+        if not isinstance(token, str) or not token:
+            raise SvidError("missing", "token is empty")
+        if len(token) > self._max:
+            raise SvidError("oversized", "token exceeds the size limit")
+        now = self._clock()
+        version = self._bundles.version
+        if version != self._cache_version:
+            self._cache.clear()
+            self._cache_version = version
+        key = (hashlib.sha256(token.encode()).digest(), frozenset(audiences))
+        hit = self._cache.get(key)
+        if hit is not None:
+            if now < hit.expires_at + self._leeway:
+                return hit
+            del self._cache[key]
+        svid = self._validate(token, audiences, now)
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                self._evict(now)
+            self._cache[key] = svid
+        return svid
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def _evict(self, now: float) -> None:
+        expired = [k for k, v in self._cache.items() if v.expires_at + self._leeway <= now]
+        for k in expired:
+            del self._cache[k]
+        while len(self._cache) >= self._cache_size:
+            del self._cache[next(iter(self._cache))]  # oldest insertion first
+
+    def _validate(self, token: str, audiences: Collection[str], now: float) -> ValidatedSvid:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise SvidError("malformed", "not a compact JWS")
+        header = b64json(parts[0], "header")
+        if not _ALLOWED_HEADERS.issuperset(header):
+            raise SvidError("bad_header", "only alg, kid and typ headers are allowed")
+        alg = header.get("alg")
+        if alg not in SVID_ALGORITHMS:
+            raise SvidError("bad_alg", "algorithm not allowed for JWT-SVIDs")
+        if "typ" in header and header["typ"] not in _ALLOWED_TYP:
+            raise SvidError("bad_typ", "typ must be JWT or JOSE")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise SvidError("missing_kid", "kid header is required")
+        claims = b64json(parts[1], "payload")
+        sub = claims.get("sub")
+        if not isinstance(sub, str):
+            raise SvidError("missing_sub", "'sub' claim is required")
+        try:
+            sid = parse_spiffe_id(sub)
+        except InvalidPattern as err:
+            raise SvidError("bad_sub", "'sub' is not a well-formed SPIFFE ID") from err
+        if not sid.path:
+            raise SvidError("bad_sub", "'sub' must name a workload, not a trust domain")
+        td = sid.trust_domain.name
+        keys = self._bundles.keys_for(td)
+        if keys is None:
+            raise SvidError("unknown_trust_domain", "no trust bundle for the SVID's trust domain")
+        public: AnyKey | None = keys.get(kid)
+        if public is None:
+            raise SvidError("unknown_kid", "kid not in the trust bundle")
+        try:
+            jws.deserialize_compact(token, public, algorithms=[alg])
+        except JoseError as err:
+            raise SvidError("bad_signature", "signature verification failed") from err
+        except ValueError as err:  # key type does not fit alg
+            raise SvidError("bad_signature", "signature verification failed") from err
+        exp = _numeric(claims, "exp", required=True)
+        assert exp is not None
+        if now >= exp + self._leeway:
+            raise SvidError("expired", "the SVID has expired")
+        iat = _numeric(claims, "iat", required=False)
+        if iat is not None and iat > now + self._leeway:
+            raise SvidError("iat_in_future", "the SVID was issued in the future")
+        nbf = _numeric(claims, "nbf", required=False)
+        if nbf is not None and nbf > now + self._leeway:
+            raise SvidError("not_yet_valid", "the SVID is not yet valid")
+        aud = claims.get("aud")
+        aud_list = [aud] if isinstance(aud, str) else aud
+        if not isinstance(aud_list, list) or not aud_list or not all(
+            isinstance(a, str) for a in aud_list
+        ):
+            raise SvidError("missing_aud", "'aud' claim is required")
+        if not set(aud_list).intersection(audiences):
+            raise SvidError("wrong_aud", "the SVID's audience does not name this service")
+        return ValidatedSvid(
+            spiffe_id=sub, trust_domain=td, audience=tuple(aud_list), expires_at=exp,
+            issued_at=iat, fingerprint=token_fingerprint(token),
+        )

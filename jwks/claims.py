@@ -1,0 +1,212 @@
+"""The claims of a verified Txn-Token (draft-ietf-oauth-transaction-tokens) or RFC 9068
+access token, as a typed read-only value.
+
+``TxnTokenClaims.from_claims`` checks member types strictly and requires the members every
+Writ token carries (``iss``, ``aud``, ``sub``, ``jti``, ``iat``, ``exp``); ``txn`` (Txn-Tokens
+only) and every time/audience/issuer check are the verifier's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+from jwks.errors import InvalidToken
+from jwks.patterns import InvalidPattern, parse_spiffe_id
+
+#: draft-ietf-oauth-transaction-tokens: JOSE ``typ`` of a Txn-Token.
+TXN_TOKEN_TYP: Final = "txntoken+jwt"  # noqa: S105
+#: RFC 9068 §2.1: JOSE ``typ`` of a JWT access token.
+AT_JWT_TYP: Final = "at+jwt"
+#: Token type identifiers (RFC 8693 §3, draft-ietf-oauth-transaction-tokens).
+TOKEN_TYPE_TXN_TOKEN: Final = "urn:ietf:params:oauth:token-type:txn_token"  # noqa: S105
+TOKEN_TYPE_JWT: Final = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+TOKEN_TYPE_ACCESS_TOKEN: Final = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+
+# RFC 8693 §4.1 allows nesting without limit; a bound keeps hostile input cheap.
+MAX_ACT_DEPTH: Final = 32
+
+
+def _invalid(member: str, why: str) -> InvalidToken:
+    return InvalidToken(f"claim {member!r} {why}", code="invalid_claim")
+
+
+def _str(claims: Mapping[str, Any], member: str, *, required: bool) -> str | None:
+    value = claims.get(member)
+    if value is None:
+        if required:
+            raise InvalidToken(f"claim {member!r} is required", code="missing_claim")
+        return None
+    if not isinstance(value, str) or not value:
+        raise _invalid(member, "must be a non-empty string")
+    return value
+
+
+def _numeric_date(value: Any, member: str) -> int:
+    # RFC 7519 §2 NumericDate; Writ issues whole seconds, so only integers are accepted.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(member, "must be an integer NumericDate")
+    if value < 0:
+        raise _invalid(member, "must not be negative")
+    return value
+
+
+def _spiffe_id(value: Any, member: str) -> str:
+    if not isinstance(value, str):
+        raise _invalid(member, "must be a SPIFFE ID string")
+    try:
+        parse_spiffe_id(value)
+    except InvalidPattern as err:
+        raise _invalid(member, "must be a SPIFFE ID") from err
+    return value
+
+
+def _object(claims: Mapping[str, Any], member: str) -> Mapping[str, Any]:
+    value = claims.get(member)
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, dict):
+        raise _invalid(member, "must be a JSON object")
+    return freeze(value)
+
+
+def freeze(value: Any) -> Any:
+    """Deep read-only copy of decoded JSON: objects become mapping proxies, arrays tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ActorHop:
+    """One earlier actor of the transaction (an ``act_chain`` entry)."""
+
+    sub: str
+    iat: int
+
+
+def _audience(value: Any) -> tuple[str, ...]:
+    # RFC 7519 §4.1.3: a string or an array of strings.
+    if value is None:
+        raise InvalidToken("claim 'aud' is required", code="missing_claim")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _invalid("aud", "must be a string or a non-empty array of strings")
+    if not all(isinstance(a, str) and a for a in value):
+        raise _invalid("aud", "must contain only non-empty strings")
+    return tuple(value)
+
+
+def _scope(value: Any) -> frozenset[str]:
+    # RFC 8693 §4.2 / RFC 6749 §3.3: space-delimited string.
+    if value is None:
+        return frozenset()
+    if not isinstance(value, str):
+        raise _invalid("scope", "must be a space-delimited string")
+    return frozenset(s for s in value.split(" ") if s)
+
+
+def _current_actor(value: Any) -> str | None:
+    # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the current actor.
+    if value is None:
+        return None
+    depth = 0
+    node = value
+    while node is not None:
+        depth += 1
+        if depth > MAX_ACT_DEPTH:
+            raise _invalid("act", f"nests deeper than {MAX_ACT_DEPTH}")
+        if not isinstance(node, dict):
+            raise _invalid("act", "must be a JSON object")
+        _spiffe_id(node.get("sub"), "act.sub")
+        node = node.get("act")
+    sub: str = value["sub"]
+    return sub
+
+
+def _actor_chain(value: Any) -> tuple[ActorHop, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise _invalid("act_chain", "must be an array")
+    if len(value) > MAX_ACT_DEPTH:
+        raise _invalid("act_chain", f"is longer than {MAX_ACT_DEPTH}")
+    hops = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise _invalid("act_chain", "entries must be JSON objects")
+        sub = _spiffe_id(entry.get("sub"), "act_chain[].sub")
+        iat = _numeric_date(entry.get("iat"), "act_chain[].iat")
+        hops.append(ActorHop(sub, iat))
+    return tuple(hops)
+
+
+@dataclass(frozen=True, slots=True)
+class TxnTokenClaims:
+    """Verified claims. Only ``actor`` counts for access control; the rest is evidence."""
+
+    issuer: str
+    audience: tuple[str, ...]
+    subject: str
+    scope: frozenset[str]
+    txn: str | None
+    jti: str
+    issued_at: int
+    expires_at: int
+    requesting_workload: str | None
+    actor: str | None
+    actor_chain: tuple[ActorHop, ...]
+    tctx: Mapping[str, Any]
+    rctx: Mapping[str, Any]
+    agentic_ctx: Mapping[str, Any]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> TxnTokenClaims:
+        """Build from a decoded payload, raising ``InvalidToken`` (``invalid_claim`` or
+        ``missing_claim``) on any member of the wrong type."""
+        if not isinstance(claims, Mapping):
+            raise InvalidToken("claims must be a JSON object", code="malformed")
+        for member in ("iat", "exp"):
+            if claims.get(member) is None:
+                raise InvalidToken(f"claim {member!r} is required", code="missing_claim")
+        issued_at = _numeric_date(claims["iat"], "iat")
+        expires_at = _numeric_date(claims["exp"], "exp")
+        if expires_at <= issued_at:
+            raise _invalid("exp", "must be after 'iat'")
+        if claims.get("nbf") is not None:
+            _numeric_date(claims["nbf"], "nbf")
+        req_wl = claims.get("req_wl")
+        return cls(
+            issuer=_str(claims, "iss", required=True) or "",
+            audience=_audience(claims.get("aud")),
+            subject=_str(claims, "sub", required=True) or "",
+            scope=_scope(claims.get("scope")),
+            txn=_str(claims, "txn", required=False),
+            jti=_str(claims, "jti", required=True) or "",
+            issued_at=issued_at,
+            expires_at=expires_at,
+            requesting_workload=None if req_wl is None else _spiffe_id(req_wl, "req_wl"),
+            actor=_current_actor(claims.get("act")),
+            actor_chain=_actor_chain(claims.get("act_chain")),
+            tctx=_object(claims, "tctx"),
+            rctx=_object(claims, "rctx"),
+            agentic_ctx=_object(claims, "agentic_ctx"),
+            raw=freeze(dict(claims)),
+        )
+
+    @property
+    def actors(self) -> tuple[str, ...]:
+        """Every actor, oldest first: the earlier ones then the current one."""
+        earlier = tuple(hop.sub for hop in self.actor_chain)
+        return earlier if self.actor is None else (*earlier, self.actor)
+
+    @property
+    def hop_count(self) -> int:
+        """Delegation hops so far: the number of earlier actors (0 for a first token)."""
+        return len(self.actor_chain)

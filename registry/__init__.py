@@ -1,0 +1,1 @@
+"""Writ's registries: agents, namespace bounds, tools, gateways and trust domains (DESIGN §4)."""

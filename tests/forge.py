@@ -1,0 +1,79 @@
+"""Build hostile JWTs for refusal tests: any header, any alg, any key (or none)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from joserfc import jws
+from joserfc.jwk import ECKey, OKPKey
+
+from broker.dev import DevTrustDomain
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], *, key: Any = None,
+          secret: bytes = b"k") -> str:
+    """Sign with ``key`` when the alg is asymmetric, HMAC for HS*, nothing for none."""
+    alg = header.get("alg")
+    if alg == "none":
+        return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}."
+    if isinstance(alg, str) and alg.startswith("HS"):
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384}.get(alg, hashlib.sha512)
+        sig = hmac.new(secret, signing_input.encode(), digest).digest()
+        return f"{signing_input}.{b64(sig)}"
+    if alg == "ES256" and isinstance(key, ECKey):  # any header, even ones joserfc refuses
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    if alg == "Ed25519":  # a key of the right type; the refusal must come from the alg
+        key = OKPKey.generate_key("Ed25519", private=True)
+    return jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
+
+
+def svid_claims(spiffe_id: str, audience: Any, *, now: float | None = None,
+                ttl_s: int = 300) -> dict[str, Any]:
+    t = int(time.time() if now is None else now)
+    return {"sub": spiffe_id, "aud": audience, "iat": t, "exp": t + ttl_s,
+            "jti": uuid.uuid4().hex}
+
+
+def mutated_svid(td: DevTrustDomain, spiffe_id: str, audience: str, now: float,
+                 spec: dict[str, Any]) -> str:
+    """A JWT-SVID for ``spiffe_id`` altered as ``spec`` (a test vector) says."""
+    claims = svid_claims(spec.get("sub", spiffe_id), spec.get("aud", audience), now=now,
+                         ttl_s=spec.get("ttl_s", 300))
+    if "exp_offset" in spec:
+        claims["exp"] = int(now) + spec["exp_offset"]
+    if "iat_offset" in spec:
+        claims["iat"] = int(now) + spec["iat_offset"]
+    for name in spec.get("drop", []):
+        claims.pop(name, None)
+    claims.update(spec.get("claims", {}))
+    header: dict[str, Any] = {"alg": spec.get("alg", "ES256"), "kid": spec.get("kid", td.kid),
+                              "typ": spec.get("typ", "JWT"), **spec.get("header", {})}
+    for name in spec.get("drop_header", []):
+        header.pop(name, None)
+    key: Any = td._key  # the dev trust domain's key
+    if spec.get("foreign_key"):
+        key = ECKey.generate_key("P-256", private=True)
+    token = forge(header, claims, key=key)
+    if spec.get("tamper"):
+        head, body, sig = token.split(".")
+        token = f"{head}.{b64(json.dumps({**claims, 'sub': spiffe_id + 'x'}).encode())}.{sig}"
+    if "pad_to" in spec:
+        token = token + "A" * (spec["pad_to"] - len(token))
+    return token
