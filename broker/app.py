@@ -38,20 +38,24 @@ class InputBounds:
             return
         headers = scope["headers"]
         if len(headers) > MAX_HEADERS:
-            await JSONResponse({"error": "invalid_request",
-                                "error_description": "too many headers"}, 431)(scope, receive, send)
+            await JSONResponse(
+                {"error": "invalid_request", "error_description": "too many headers"}, 431
+            )(scope, receive, send)
             return
         for name, value in headers:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
-                await JSONResponse({"error": "invalid_request",
-                                    "error_description": "request body too large"},
-                                   413, headers={"Cache-Control": "no-store"})(scope, receive, send)
+                await JSONResponse(
+                    {"error": "invalid_request", "error_description": "request body too large"},
+                    413,
+                    headers={"Cache-Control": "no-store"},
+                )(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None,
-               clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, clock: Callable[[], float] = time.time
+) -> FastAPI:
     configure_logging()
     broker = Broker(settings, engine=engine, clock=clock)
 
@@ -63,8 +67,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
         finally:
             broker.stop()
 
-    app = FastAPI(title="Writ", version="0.1.0", lifespan=lifespan,
-                  docs_url="/docs" if settings.dev else None, redoc_url=None)
+    app = FastAPI(
+        title="Writ",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.dev else None,
+        redoc_url=None,
+    )
     app.state.broker = broker
     app.include_router(token_router(broker))
     app.include_router(jwks_router(broker.keyring))
@@ -75,8 +84,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None,
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         if request.url.path == "/token":
             return oauth_error_response(InvalidRequest("malformed request"))
-        return JSONResponse({"error": "invalid_request",
-                             "error_description": _first_error(exc)}, 422)
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": _first_error(exc)}, 422
+        )
 
     app.add_middleware(InputBounds, max_body_bytes=settings.max_body_bytes)
     return app

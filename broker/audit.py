@@ -1,4 +1,4 @@
-"""Tamper-evident audit trail with group commit (DESIGN §6–7).
+"""Tamper-evident audit trail with group commit (DESIGN §6-7).
 
 Every record carries the hash of the one before it. One writer thread per process takes
 the records waiting, locks the chain head row (which serialises writers across replicas),
@@ -69,13 +69,28 @@ class AuditEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-_HASHED = ("seq", "at", "kind", "decision", "reason", "gateway", "agent", "subject", "tool",
-           "scope", "txn", "jti", "detail", "prev_hash")
+_HASHED = (
+    "seq",
+    "at",
+    "kind",
+    "decision",
+    "reason",
+    "gateway",
+    "agent",
+    "subject",
+    "tool",
+    "scope",
+    "txn",
+    "jti",
+    "detail",
+    "prev_hash",
+)
 
 
 def record_hash(row: dict[str, Any]) -> str:
-    body = json.dumps({k: row[k] for k in _HASHED}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    body = json.dumps(
+        {k: row[k] for k in _HASHED}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -84,8 +99,15 @@ class AuditUnavailable(Exception):
 
 
 class AuditWriter:
-    def __init__(self, engine: Engine, *, batch_max: int = 256, batch_wait_ms: float = 1.0,
-                 timeout_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_max: int = 256,
+        batch_wait_ms: float = 1.0,
+        timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._engine = engine
         self._batch_max = batch_max
         self._batch_wait = batch_wait_ms / 1000.0
@@ -168,7 +190,10 @@ class AuditWriter:
         with self._engine.begin() as conn:
             # Writing the head row first takes its lock (row lock on PostgreSQL, the write
             # lock on SQLite), so concurrent writers append one batch at a time.
-            if conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq)).rowcount == 0:
+            if (
+                conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq)).rowcount
+                == 0
+            ):
                 conn.execute(insert(head).values(id=1, seq=0, hash=GENESIS))
             seq, prev = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).one()
             rows = []
@@ -195,9 +220,13 @@ def iter_records(engine: Engine, *, batch: int = 1000) -> Iterator[dict[str, Any
     last = 0
     with engine.connect() as conn:
         while True:
-            rows = conn.execute(
-                select(records).where(records.c.seq > last).order_by(records.c.seq).limit(batch)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(records).where(records.c.seq > last).order_by(records.c.seq).limit(batch)
+                )
+                .mappings()
+                .all()
+            )
             if not rows:
                 return
             for r in rows:
@@ -220,6 +249,10 @@ def verify_chain(engine: Engine) -> ChainVerdict:
     with engine.connect() as conn:
         h = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
     if h is not None and (h.seq != count or h.hash != prev):
-        return ChainVerdict(False, count, count + 1 if h.seq > count else h.seq,
-                            "chain head does not match the last record (truncated)")
+        return ChainVerdict(
+            False,
+            count,
+            count + 1 if h.seq > count else h.seq,
+            "chain head does not match the last record (truncated)",
+        )
     return ChainVerdict(True, count)

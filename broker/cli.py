@@ -15,18 +15,23 @@ import typer
 
 from broker.settings import Settings
 
-app = typer.Typer(help="Writ: the Transaction Token Service of a SPIFFE trust domain.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-dev_app = typer.Typer(help="Dev-only helpers (refused unless the data dir is in dev mode).",
-                      no_args_is_help=True)
+app = typer.Typer(
+    help="Writ: the Transaction Token Service of a SPIFFE trust domain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(
+    help="Dev-only helpers (refused unless the data dir is in dev mode).", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Writ's data directory.",
-                                       envvar="WRIT_DATA_DIR")]
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Writ's data directory.", envvar="WRIT_DATA_DIR")
+]
 
 
 def fail(message: str) -> typer.Exit:
@@ -49,8 +54,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     data_dir: DataDir = Path("writ-data"),
-    dev: Annotated[bool, typer.Option("--dev", help="Create a local dev trust domain, a sample "
-                                      "gateway and agent, and allow dev helpers.")] = False,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Create a local dev trust domain, a sample "
+            "gateway and agent, and allow dev helpers.",
+        ),
+    ] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
 ) -> None:
     """Run Writ (migrations are applied first)."""
@@ -72,38 +83,56 @@ def serve(
             created = seed(session, td, now=time.time())
         engine.dispose()
         d = str(settings.data_dir)
-        typer.echo("\n".join([
-            f"Writ dev mode: issuer {settings.issuer_url}, trust domain {td.name}",
-            *(f"  created {c}" for c in created),
-            "Obtain and verify a Txn-Token (gateway -> Writ -> downstream service):",
-            f"  writ demo --url {settings.issuer_url} --data-dir {d}",
-            "Or by hand:",
-            f"  GW=$(writ dev svid --data-dir {d} --spiffe-id {DEV_GATEWAY} "
-            f"--audience {settings.issuer_url})",
-            f"  AGENT=$(writ dev svid --data-dir {d} --spiffe-id {DEV_AGENT} "
-            f"--audience {settings.issuer_url})",
-            f"  curl -s {settings.issuer_url}/token "
-            "-d grant_type=urn:ietf:params:oauth:grant-type:token-exchange "
-            "-d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-spiffe "
-            "-d client_assertion=$GW -d subject_token=$AGENT "
-            "-d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
-            "-d requested_token_type=urn:ietf:params:oauth:token-type:txn_token "
-            "-d scope=demo.read",
-        ]), err=True)
+        typer.echo(
+            "\n".join(
+                [
+                    f"Writ dev mode: issuer {settings.issuer_url}, trust domain {td.name}",
+                    *(f"  created {c}" for c in created),
+                    "Obtain and verify a Txn-Token (gateway -> Writ -> downstream service):",
+                    f"  writ demo --url {settings.issuer_url} --data-dir {d}",
+                    "Or by hand:",
+                    f"  GW=$(writ dev svid --data-dir {d} --spiffe-id {DEV_GATEWAY} "
+                    f"--audience {settings.issuer_url})",
+                    f"  AGENT=$(writ dev svid --data-dir {d} --spiffe-id {DEV_AGENT} "
+                    f"--audience {settings.issuer_url})",
+                    f"  curl -s {settings.issuer_url}/token "
+                    "-d grant_type=urn:ietf:params:oauth:grant-type:token-exchange "
+                    "-d client_assertion_type="
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe "
+                    "-d client_assertion=$GW -d subject_token=$AGENT "
+                    "-d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
+                    "-d requested_token_type=urn:ietf:params:oauth:token-type:txn_token "
+                    "-d scope=demo.read",
+                ]
+            ),
+            err=True,
+        )
     # every worker rebuilds the same settings from the environment
-    env = {"WRIT_HOST": settings.host, "WRIT_PORT": str(settings.port),
-           "WRIT_DATA_DIR": str(settings.data_dir), "WRIT_DEV": "true" if settings.dev else "false"}
+    env = {
+        "WRIT_HOST": settings.host,
+        "WRIT_PORT": str(settings.port),
+        "WRIT_DATA_DIR": str(settings.data_dir),
+        "WRIT_DEV": "true" if settings.dev else "false",
+    }
     os.environ.update(env)
-    uvicorn.run("broker.asgi:create", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_config=None, access_log=False)
+    uvicorn.run(
+        "broker.asgi:create",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
 
 
 def _dev_trust_domain(data_dir: Path) -> Any:
     from broker.dev import DevTrustDomain
 
     if not (data_dir / "dev-trust-domain.jwk").exists():
-        raise fail(f"dev mode is not on for {data_dir}: run `writ serve --dev --data-dir "
-                   f"{data_dir}` first")
+        raise fail(
+            f"dev mode is not on for {data_dir}: run `writ serve --dev --data-dir {data_dir}` first"
+        )
     return DevTrustDomain.load_or_create(data_dir)
 
 
@@ -163,15 +192,19 @@ def audit_verify(data_dir: DataDir = Path("writ-data")) -> None:
     verdict = verify_chain(engine)
     engine.dispose()
     if not verdict.ok:
-        raise fail(f"audit chain broken at record {verdict.first_bad_seq}: {verdict.problem} "
-                   f"({verdict.count} records verified before it)")
+        raise fail(
+            f"audit chain broken at record {verdict.first_bad_seq}: {verdict.problem} "
+            f"({verdict.count} records verified before it)"
+        )
     typer.echo(f"audit chain intact: {verdict.count} records")
 
 
 @audit_app.command("export")
 def audit_export(
     data_dir: DataDir = Path("writ-data"),
-    out: Annotated[Path | None, typer.Option("--out", help="File to write (default stdout).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default stdout).")
+    ] = None,
 ) -> None:
     """Write every audit record as JSON lines."""
     from broker.audit import iter_records

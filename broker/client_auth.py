@@ -36,11 +36,14 @@ class AuthenticatedClient:
 class ClientAuthMethod(Protocol):
     method: GatewayAuthMethod
 
-    def authenticate(self, assertion: str, client_id: str | None,
-                     snapshot: RegistrySnapshot) -> AuthenticatedClient: ...
+    def authenticate(
+        self, assertion: str, client_id: str | None, snapshot: RegistrySnapshot
+    ) -> AuthenticatedClient: ...
 
 
-def _registered(snapshot: RegistrySnapshot, client_id: str, method: GatewayAuthMethod) -> GatewayView:
+def _registered(
+    snapshot: RegistrySnapshot, client_id: str, method: GatewayAuthMethod
+) -> GatewayView:
     gw = snapshot.gateways.get(client_id)
     if gw is None:
         raise InvalidClient("client authentication failed", reason="unknown_gateway")
@@ -58,14 +61,16 @@ class JwtSpiffeAuth:
         self._svids = svids
         self._audiences = (issuer,)
 
-    def authenticate(self, assertion: str, client_id: str | None,
-                     snapshot: RegistrySnapshot) -> AuthenticatedClient:
+    def authenticate(
+        self, assertion: str, client_id: str | None, snapshot: RegistrySnapshot
+    ) -> AuthenticatedClient:
         try:
             # the assertion's aud must be the authorization server's issuer identifier
             svid = self._svids.validate(assertion, self._audiences)
         except SvidError as err:
-            raise InvalidClient("client authentication failed",
-                                reason=f"client_assertion_{err.reason}") from err
+            raise InvalidClient(
+                "client authentication failed", reason=f"client_assertion_{err.reason}"
+            ) from err
         if client_id is not None and client_id != svid.spiffe_id:
             raise InvalidClient("client authentication failed", reason="client_id_mismatch")
         gw = _registered(snapshot, svid.spiffe_id, self.method)
@@ -75,16 +80,23 @@ class JwtSpiffeAuth:
 class PrivateKeyJwtAuth:
     method = GatewayAuthMethod.private_key_jwt
 
-    def __init__(self, audiences: tuple[str, ...], *, leeway_s: int = 30,
-                 max_lifetime_s: int = 600, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        audiences: tuple[str, ...],
+        *,
+        leeway_s: int = 30,
+        max_lifetime_s: int = 600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._audiences = frozenset(audiences)
         self._leeway = leeway_s
         self._max_lifetime = max_lifetime_s
         self._clock = clock
         self._seen: dict[str, float] = {}  # jti -> exp, RFC 7523 §3 item 7 replay defence
 
-    def authenticate(self, assertion: str, client_id: str | None,
-                     snapshot: RegistrySnapshot) -> AuthenticatedClient:
+    def authenticate(
+        self, assertion: str, client_id: str | None, snapshot: RegistrySnapshot
+    ) -> AuthenticatedClient:
         parts = assertion.split(".")
         if len(parts) != 3:
             raise InvalidClient("client authentication failed", reason="client_assertion_malformed")
@@ -92,8 +104,9 @@ class PrivateKeyJwtAuth:
             header = b64json(parts[0], "header")
             claims = b64json(parts[1], "payload")
         except SvidError as err:
-            raise InvalidClient("client authentication failed",
-                                reason="client_assertion_malformed") from err
+            raise InvalidClient(
+                "client authentication failed", reason="client_assertion_malformed"
+            ) from err
         sub = claims.get("sub")
         if not isinstance(sub, str) or claims.get("iss") != sub:
             # RFC 7523 §3: iss and sub MUST both be the client_id
@@ -106,12 +119,15 @@ class PrivateKeyJwtAuth:
             raise InvalidClient("client authentication failed", reason="client_assertion_bad_alg")
         key = gw.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
-            raise InvalidClient("client authentication failed", reason="client_assertion_unknown_kid")
+            raise InvalidClient(
+                "client authentication failed", reason="client_assertion_unknown_kid"
+            )
         try:
             jwt.decode(assertion, key, algorithms=[alg])
         except (JoseError, ValueError) as err:
-            raise InvalidClient("client authentication failed",
-                                reason="client_assertion_bad_signature") from err
+            raise InvalidClient(
+                "client authentication failed", reason="client_assertion_bad_signature"
+            ) from err
         now = self._clock()
         exp, jti, aud = claims.get("exp"), claims.get("jti"), claims.get("aud")
         if not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp + self._leeway:
@@ -142,8 +158,9 @@ class ClientAuthenticator:
     def __init__(self, methods: dict[str, ClientAuthMethod]) -> None:
         self._methods = methods
 
-    def authenticate(self, params: dict[str, str], *, authorization: str | None,
-                     snapshot: RegistrySnapshot) -> AuthenticatedClient:
+    def authenticate(
+        self, params: dict[str, str], *, authorization: str | None, snapshot: RegistrySnapshot
+    ) -> AuthenticatedClient:
         if authorization is not None:
             raise InvalidClient("client authentication failed", reason="unsupported_auth_scheme")
         atype = params.get("client_assertion_type")
@@ -151,8 +168,10 @@ class ClientAuthenticator:
         if atype is None and assertion is None:
             raise InvalidClient("client authentication is required", reason="no_client_auth")
         if not atype or not assertion:
-            raise InvalidRequest("client_assertion_type and client_assertion go together",
-                                 reason="client_assertion_incomplete")
+            raise InvalidRequest(
+                "client_assertion_type and client_assertion go together",
+                reason="client_assertion_incomplete",
+            )
         method = self._methods.get(atype)
         if method is None:
             raise InvalidClient("client authentication failed", reason="unsupported_assertion_type")

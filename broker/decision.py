@@ -17,14 +17,16 @@ from registry.snapshot import AgentView, GatewayView, RegistrySnapshot
 def gateway_speaks_for(gateway: GatewayView, agent_id: str) -> None:
     """Gate 1: the gateway may speak for this agent's namespace (deny by default)."""
     if not within(agent_id, gateway.agent_namespaces):
-        raise UnauthorizedClient("the gateway may not speak for this agent",
-                                 reason="gateway_namespace")
+        raise UnauthorizedClient(
+            "the gateway may not speak for this agent", reason="gateway_namespace"
+        )
 
 
 def gateway_token_type(gateway: GatewayView, requested_token_type: str) -> None:
     if gateway.token_types and requested_token_type not in gateway.token_types:
-        raise UnauthorizedClient("the gateway may not request this token type",
-                                 reason="gateway_token_type")
+        raise UnauthorizedClient(
+            "the gateway may not request this token type", reason="gateway_token_type"
+        )
 
 
 def enrolled_agent(snapshot: RegistrySnapshot, agent_id: str, now: float) -> AgentView:
@@ -55,8 +57,9 @@ def grant_scope(requested: frozenset[str] | None, allowed: frozenset[str]) -> tu
         requested = allowed
     extra = requested - allowed
     if extra:
-        raise InvalidScope("requested scope exceeds what the agent may receive",
-                           reason="scope_exceeds_charter")
+        raise InvalidScope(
+            "requested scope exceeds what the agent may receive", reason="scope_exceeds_charter"
+        )
     if not requested:
         raise InvalidScope("no scope can be granted", reason="scope_empty")
     return tuple(sorted(requested))
@@ -65,8 +68,9 @@ def grant_scope(requested: frozenset[str] | None, allowed: frozenset[str]) -> tu
 def check_audience(audience: str | None, trust_domain: str) -> str:
     """A Txn-Token's audience is the trust domain (draft-ietf-oauth-transaction-tokens §4)."""
     if audience is not None and audience != trust_domain:
-        raise InvalidTarget("the requested audience is not this trust domain",
-                            reason="audience_refused")
+        raise InvalidTarget(
+            "the requested audience is not this trust domain", reason="audience_refused"
+        )
     return trust_domain
 
 
@@ -90,14 +94,16 @@ def check_charter_details(charter: Charter, details: RequestDetails) -> None:
     if details.resource is not None and not any(
         fnmatch.fnmatchcase(details.resource, p) for p in grant.resources
     ):
-        raise AccessDenied("the charter does not allow this resource",
-                           reason="resource_not_in_charter")
+        raise AccessDenied(
+            "the charter does not allow this resource", reason="resource_not_in_charter"
+        )
 
 
 def check_environment(charter: Charter, context: RequestContext) -> None:
     if charter.environments and context.environment not in charter.environments:
-        raise AccessDenied("the charter does not allow this environment",
-                           reason="environment_not_in_charter")
+        raise AccessDenied(
+            "the charter does not allow this environment", reason="environment_not_in_charter"
+        )
 
 
 @dataclass(frozen=True, slots=True)

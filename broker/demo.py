@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
-from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from broker.client_auth import JWT_SPIFFE
 from broker.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
@@ -34,11 +34,16 @@ class SpiffeJwtClientAuth:
     def __init__(self, svid: Callable[[], str]) -> None:
         self._svid = svid
 
-    def __call__(self, auth: Any, method: str, uri: str, headers: dict[str, str],
-                 body: str) -> tuple[str, dict[str, str], str]:
-        extra = httpx.QueryParams({"client_assertion_type": JWT_SPIFFE,
-                                   "client_assertion": self._svid()})
-        return uri, headers, f"{body}&{extra}" if body else str(extra)
+    def __call__(
+        self, auth: Any, method: str, uri: str, headers: Any, body: str | bytes
+    ) -> tuple[str, Any, bytes]:
+        text = body.decode() if isinstance(body, bytes) else body
+        extra = str(
+            httpx.QueryParams(
+                {"client_assertion_type": JWT_SPIFFE, "client_assertion": self._svid()}
+            )
+        )
+        return uri, headers, (f"{text}&{extra}" if text else extra).encode()
 
 
 def gateway_client(svid: Callable[[], str], **kwargs: Any) -> OAuth2Client:
@@ -47,7 +52,9 @@ def gateway_client(svid: Callable[[], str], **kwargs: Any) -> OAuth2Client:
     return client
 
 
-def run_demo(url: str, td: DevTrustDomain, *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(
+    url: str, td: DevTrustDomain, *, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     def step(n: int, text: str) -> None:
         echo(f"[{n}] {text}")
 
@@ -61,17 +68,24 @@ def run_demo(url: str, td: DevTrustDomain, *, echo: Callable[[str], None] = prin
     step(1, f"discovered issuer {issuer}, token endpoint {meta.get('token_endpoint')}")
 
     agent_svid = td.mint_svid(DEV_AGENT, issuer)
-    step(2, f"agent {DEV_AGENT} holds a JWT-SVID (aud {issuer}); its gateway "
-            f"{DEV_GATEWAY} authenticates with its own JWT-SVID")
+    step(
+        2,
+        f"agent {DEV_AGENT} holds a JWT-SVID (aud {issuer}); its gateway "
+        f"{DEV_GATEWAY} authenticates with its own JWT-SVID",
+    )
     client = gateway_client(lambda: td.mint_svid(DEV_GATEWAY, issuer), timeout=10)
     try:
         token = client.fetch_token(
-            meta["token_endpoint"], grant_type=GRANT_TYPE, subject_token=agent_svid,
-            subject_token_type=TOKEN_TYPE_JWT, requested_token_type=TOKEN_TYPE_TXN_TOKEN,
-            audience=trust_domain, scope="demo.read",
+            meta["token_endpoint"],
+            grant_type=GRANT_TYPE,
+            subject_token=agent_svid,
+            subject_token_type=TOKEN_TYPE_JWT,
+            requested_token_type=TOKEN_TYPE_TXN_TOKEN,
+            audience=trust_domain,
+            scope="demo.read",
             request_details=json.dumps({"intent": "writ demo"}),
         )
-    except OAuth2Error as err:
+    except OAuthError as err:
         raise DemoFailed(f"Writ refused the token request: {err.error}: {err.description}") from err
     except httpx.HTTPError as err:
         raise DemoFailed(f"token request failed: {err}") from err
@@ -79,8 +93,11 @@ def run_demo(url: str, td: DevTrustDomain, *, echo: Callable[[str], None] = prin
         client.close()
     if token.get("issued_token_type") != TOKEN_TYPE_TXN_TOKEN:
         raise DemoFailed(f"unexpected issued_token_type {token.get('issued_token_type')!r}")
-    step(3, f"Writ issued a Txn-Token: token_type {token['token_type']}, "
-            f"expires_in {token['expires_in']} s, scope {token['scope']!r}")
+    step(
+        3,
+        f"Writ issued a Txn-Token: token_type {token['token_type']}, "
+        f"expires_in {token['expires_in']} s, scope {token['scope']!r}",
+    )
 
     keys = JwksClient(issuer=issuer)
     verifier = TxnTokenVerifier(keys, issuer=issuer, audience=trust_domain)
@@ -90,10 +107,18 @@ def run_demo(url: str, td: DevTrustDomain, *, echo: Callable[[str], None] = prin
         raise DemoFailed(f"downstream verification failed: {err.code}: {err}") from err
     finally:
         keys.close()
-    step(4, f"downstream service verified it offline from {keys.jwks_uri}: "
-            f"sub {claims.subject}, act {claims.actor}, txn {claims.txn}, "
-            f"scope {sorted(claims.scope)}")
-    summary = {"sub": claims.subject, "act": claims.actor, "txn": claims.txn,
-               "scope": sorted(claims.scope), "req_wl": claims.requesting_workload}
+    step(
+        4,
+        f"downstream service verified it offline from {keys.jwks_uri}: "
+        f"sub {claims.subject}, act {claims.actor}, txn {claims.txn}, "
+        f"scope {sorted(claims.scope)}",
+    )
+    summary = {
+        "sub": claims.subject,
+        "act": claims.actor,
+        "txn": claims.txn,
+        "scope": sorted(claims.scope),
+        "req_wl": claims.requesting_workload,
+    }
     echo(json.dumps(summary, indent=2))
     return summary

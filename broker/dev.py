@@ -33,8 +33,9 @@ DEV_TRUST_DOMAIN = "dev.writ.local"
 DEV_GATEWAY = "spiffe://dev.writ.local/gateway/demo"
 DEV_AGENT = "spiffe://dev.writ.local/agents/demo/assistant"
 DEV_AGENT_NAMESPACE = "spiffe://dev.writ.local/agents/**"
-DEV_CHARTER = Charter(purpose="demo assistant", scopes=("demo.read", "demo.write"),
-                      max_ttl_s=300, tools=())
+DEV_CHARTER = Charter(
+    purpose="demo assistant", scopes=("demo.read", "demo.write"), max_ttl_s=300, tools=()
+)
 
 
 class DevModeRequired(Exception):
@@ -67,37 +68,73 @@ class DevTrustDomain:
 
     def bundle(self) -> dict[str, Any]:
         """The SPIFFE bundle (a JWK Set; Trust Domain and Bundle §4)."""
-        return {"keys": [public_jwk(self._key, alg="ES256", use="jwt-svid")],
-                "spiffe_refresh_hint": 300}
+        return {
+            "keys": [public_jwk(self._key, alg="ES256", use="jwt-svid")],
+            "spiffe_refresh_hint": 300,
+        }
 
-    def mint_svid(self, spiffe_id: str, audience: str | list[str], *, ttl_s: int = 300,
-                  now: float | None = None, extra: dict[str, Any] | None = None) -> str:
-        """A JWT-SVID (SPIFFE JWT-SVID §2–3) for ``spiffe_id``."""
+    def mint_svid(
+        self,
+        spiffe_id: str,
+        audience: str | list[str],
+        *,
+        ttl_s: int = 300,
+        now: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """A JWT-SVID (SPIFFE JWT-SVID §2-3) for ``spiffe_id``."""
         issued = int(time.time() if now is None else now)
-        claims = {"sub": spiffe_id, "aud": audience, "iat": issued, "exp": issued + ttl_s,
-                  "jti": uuid.uuid4().hex, **(extra or {})}
-        return jwt.encode({"alg": "ES256", "kid": self.kid, "typ": "JWT"}, claims, self._key,
-                          algorithms=["ES256"])
+        claims = {
+            "sub": spiffe_id,
+            "aud": audience,
+            "iat": issued,
+            "exp": issued + ttl_s,
+            "jti": uuid.uuid4().hex,
+            **(extra or {}),
+        }
+        return jwt.encode(
+            {"alg": "ES256", "kid": self.kid, "typ": "JWT"}, claims, self._key, algorithms=["ES256"]
+        )
 
 
 def seed(session: Session, trust_domain: DevTrustDomain, *, now: float) -> list[str]:
     """Create the dev trust domain, sample gateway and sample agent when absent."""
     created = []
     if store.fetch_trust_domain(session, trust_domain.name) is None:
-        store.create_trust_domain(session, TrustDomainCreate(
-            name=trust_domain.name, source=BundleSourceKind.inline, bundle=trust_domain.bundle(),
-        ), now=now)
+        store.create_trust_domain(
+            session,
+            TrustDomainCreate(
+                name=trust_domain.name,
+                source=BundleSourceKind.inline,
+                bundle=trust_domain.bundle(),
+            ),
+            now=now,
+        )
         created.append(f"trust domain {trust_domain.name}")
     if store.fetch_gateway(session, DEV_GATEWAY) is None:
-        store.create_gateway(session, GatewayCreate(
-            client_id=DEV_GATEWAY, auth_method=GatewayAuthMethod.jwt_spiffe,
-            description="sample gateway", agent_namespaces=[DEV_AGENT_NAMESPACE],
-        ), now=now)
+        store.create_gateway(
+            session,
+            GatewayCreate(
+                client_id=DEV_GATEWAY,
+                auth_method=GatewayAuthMethod.jwt_spiffe,
+                description="sample gateway",
+                agent_namespaces=[DEV_AGENT_NAMESPACE],
+            ),
+            now=now,
+        )
         created.append(f"gateway {DEV_GATEWAY}")
     if store.fetch_agent(session, DEV_AGENT) is None:
-        store.create_agent(session, AgentCreate(
-            spiffe_id=DEV_AGENT, owner="dev", description="sample agent", charter=DEV_CHARTER,
-        ), now=now, by="dev-seed")
+        store.create_agent(
+            session,
+            AgentCreate(
+                spiffe_id=DEV_AGENT,
+                owner="dev",
+                description="sample agent",
+                charter=DEV_CHARTER,
+            ),
+            now=now,
+            by="dev-seed",
+        )
         created.append(f"agent {DEV_AGENT}")
     session.commit()
     return created

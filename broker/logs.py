@@ -1,4 +1,4 @@
-"""JSON logs through one redaction filter (DESIGN §7–8): a whole JWT, a PEM block, an admin
+"""JSON logs through one redaction filter (DESIGN §7-8): a whole JWT, a PEM block, an admin
 token or a KEK never reaches a log line; JWTs are replaced by their SHA-256."""
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?-----END [A-Z0-9 ]+-----", re.S
 _ADMIN = re.compile(r"writ_adm_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
 _SECRETISH = re.compile(
     r'("?(?:client_secret|password|kek|private_key|secret|assertion|token)"?\s*[:=]\s*"?)'
-    r'([^"\s,&}]{8,})', re.I)
+    r'([^"\s,&}]{8,})',
+    re.I,
+)
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
@@ -47,8 +49,10 @@ class RedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": round(record.created, 3), "level": record.levelname.lower(),
-            "logger": record.name, "msg": record.getMessage(),
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out and value is not None:

@@ -20,11 +20,13 @@ def parse_form(body: bytes) -> dict[str, str]:
     included more than once."""
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
-                          max_num_fields=MAX_PARAMS)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_PARAMS
+        )
     except (UnicodeDecodeError, ValueError) as err:
-        raise InvalidRequest("request body is not valid form encoding",
-                             reason="malformed_body") from err
+        raise InvalidRequest(
+            "request body is not valid form encoding", reason="malformed_body"
+        ) from err
     params: dict[str, str] = {}
     for name, value in pairs:
         if name in params:
@@ -36,13 +38,16 @@ def parse_form(body: bytes) -> dict[str, str]:
 def _depth(value: Any, limit: int, level: int = 1) -> None:
     if level > limit:
         raise InvalidRequest("JSON parameter is nested too deeply", reason="json_too_deep")
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
     for child in children:
         _depth(child, limit, level + 1)
 
 
-def parse_json_object(raw: str | None, name: str, *, max_depth: int, max_bytes: int = 8192
-                      ) -> dict[str, Any]:
+def parse_json_object(
+    raw: str | None, name: str, *, max_depth: int, max_bytes: int = 8192
+) -> dict[str, Any]:
     if raw is None or raw == "":
         return {}
     if len(raw) > max_bytes:
@@ -104,5 +109,6 @@ def parse_model(model: type[BaseModel], data: dict[str, Any], name: str) -> Any:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or name
-        raise InvalidRequest(f"'{name}' member '{where}' is invalid",
-                             reason=f"{name}_invalid") from err
+        raise InvalidRequest(
+            f"'{name}' member '{where}' is invalid", reason=f"{name}_invalid"
+        ) from err

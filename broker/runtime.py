@@ -55,35 +55,58 @@ class _BundleConfig:
 
 
 class Broker:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.engine = engine or make_engine(settings.db_url)
         self.issuer = settings.issuer_url
         self.bundles = TrustBundles(clock=clock)
         self._bundle_config: dict[str, _BundleConfig] = {}
-        self.snapshots = SnapshotHolder(self.engine, poll_interval_s=settings.snapshot_poll_interval_s,
-                                        on_change=self._sync_bundles)
+        self.snapshots = SnapshotHolder(
+            self.engine,
+            poll_interval_s=settings.snapshot_poll_interval_s,
+            on_change=self._sync_bundles,
+        )
         kek = load_or_create_kek(settings.keys, settings.data_dir, dev=settings.dev)
         self.keyring = KeyRing(self.engine, kek, settings.keys, clock=clock)
-        self.svids = SvidValidator(self.bundles, leeway_s=settings.svid_leeway_s,
-                                   cache_size=settings.svid_cache_size,
-                                   max_token_bytes=settings.max_token_bytes, clock=clock)
-        self.clients = ClientAuthenticator({
-            JWT_SPIFFE: JwtSpiffeAuth(self.svids, self.issuer),
-            JWT_BEARER: PrivateKeyJwtAuth((self.issuer, f"{self.issuer}/token"),
-                                          leeway_s=settings.svid_leeway_s, clock=clock),
-        })
+        self.svids = SvidValidator(
+            self.bundles,
+            leeway_s=settings.svid_leeway_s,
+            cache_size=settings.svid_cache_size,
+            max_token_bytes=settings.max_token_bytes,
+            clock=clock,
+        )
+        self.clients = ClientAuthenticator(
+            {
+                JWT_SPIFFE: JwtSpiffeAuth(self.svids, self.issuer),
+                JWT_BEARER: PrivateKeyJwtAuth(
+                    (self.issuer, f"{self.issuer}/token"),
+                    leeway_s=settings.svid_leeway_s,
+                    clock=clock,
+                ),
+            }
+        )
         self.grants: dict[str, Grant] = {
-            GRANT_TYPE: TokenExchangeGrant({
-                (TOKEN_TYPE_JWT, False): AutonomousAgentProfile(),
-            }),
+            GRANT_TYPE: TokenExchangeGrant(
+                {
+                    (TOKEN_TYPE_JWT, False): AutonomousAgentProfile(),
+                }
+            ),
         }
         self.ttl = TtlBounds(settings.txn_token_ttl_s, settings.max_txn_token_ttl_s)
-        self.audit = AuditWriter(self.engine, batch_max=settings.audit.batch_max,
-                                 batch_wait_ms=settings.audit.batch_wait_ms,
-                                 timeout_s=settings.audit.timeout_s, clock=clock)
+        self.audit = AuditWriter(
+            self.engine,
+            batch_max=settings.audit.batch_max,
+            batch_wait_ms=settings.audit.batch_wait_ms,
+            timeout_s=settings.audit.timeout_s,
+            clock=clock,
+        )
 
     @staticmethod
     def new_id() -> str:

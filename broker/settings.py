@@ -23,8 +23,7 @@ class AuditSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WRIT_", env_nested_delimiter="__",
-                                      extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WRIT_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Path("writ-data")
     database_url: SecretStr | None = None  # default: sqlite:///<data_dir>/writ.db
@@ -50,7 +49,9 @@ class Settings(BaseSettings):
     @field_validator("issuer")
     @classmethod
     def _issuer(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith(("https://", "http://")) or value.endswith("/")):
+        if value is not None and (
+            not value.startswith(("https://", "http://")) or value.endswith("/")
+        ):
             raise ValueError("issuer must be an http(s) URL without a trailing slash")
         return value
 

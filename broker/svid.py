@@ -179,13 +179,19 @@ class SvidValidator:
             raise SvidError("not_yet_valid", "the SVID is not yet valid")
         aud = claims.get("aud")
         aud_list = [aud] if isinstance(aud, str) else aud
-        if not isinstance(aud_list, list) or not aud_list or not all(
-            isinstance(a, str) for a in aud_list
+        if (
+            not isinstance(aud_list, list)
+            or not aud_list
+            or not all(isinstance(a, str) for a in aud_list)
         ):
             raise SvidError("missing_aud", "'aud' claim is required")
         if not set(aud_list).intersection(audiences):
             raise SvidError("wrong_aud", "the SVID's audience does not name this service")
         return ValidatedSvid(
-            spiffe_id=sub, trust_domain=td, audience=tuple(aud_list), expires_at=exp,
-            issued_at=iat, fingerprint=token_fingerprint(token),
+            spiffe_id=sub,
+            trust_domain=td,
+            audience=tuple(aud_list),
+            expires_at=exp,
+            issued_at=iat,
+            fingerprint=token_fingerprint(token),
         )

@@ -64,7 +64,9 @@ class SpiffePattern:
         if other.trust_domain != self.trust_domain:
             return False
         n = len(self.segments)
-        if len(other.segments) < n or (not self.subtree and (other.subtree or len(other.segments) != n)):
+        if len(other.segments) < n or (
+            not self.subtree and (other.subtree or len(other.segments) != n)
+        ):
             return False
         return all(p == "*" or p == s for p, s in zip(self.segments, other.segments, strict=False))
 
@@ -83,7 +85,9 @@ def _parse(text: str) -> SpiffePattern:
     if "*" in concrete:
         raise InvalidPattern("'*' must be a whole segment and '**' only the last one")
     sid = parse_spiffe_id(concrete)
-    segments = tuple(s for s in base[len("spiffe://") + len(sid.trust_domain.name):].split("/") if s)
+    segments = tuple(
+        s for s in base[len("spiffe://") + len(sid.trust_domain.name) :].split("/") if s
+    )
     return SpiffePattern(sid.trust_domain.name, segments, subtree)
 
 

@@ -52,8 +52,7 @@ def _patterns(value: list[str]) -> list[str]:
 
 
 class TrustDomainBase(SQLModel):
-    name: str = Field(primary_key=True, min_length=1, max_length=255,
-                      regex=r"^[a-z0-9._-]+$")
+    name: str = Field(primary_key=True, min_length=1, max_length=255, regex=r"^[a-z0-9._-]+$")
     source: BundleSourceKind = BundleSourceKind.inline
     location: str | None = Field(default=None, max_length=2048)
 
@@ -145,7 +144,9 @@ class GatewayBase(SQLModel):
 
 class Gateway(GatewayBase, table=True):
     __tablename__ = "gateways"
-    agent_namespaces: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    agent_namespaces: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
     token_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     jwks: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     status: Status = Status.active
@@ -168,9 +169,7 @@ class GatewayUpdate(SQLModel):
     token_types: list[str] | None = None
     jwks: dict[str, Any] | None = None
 
-    _check_ns = field_validator("agent_namespaces")(
-        lambda v: v if v is None else _patterns(v)
-    )
+    _check_ns = field_validator("agent_namespaces")(lambda v: v if v is None else _patterns(v))
 
 
 class GatewayPublic(GatewayBase):

@@ -93,25 +93,29 @@ def _gateway_keys(jwks: dict[str, Any] | None) -> Mapping[str, AnyKey]:
 
 def load_snapshot(session: Session) -> RegistrySnapshot:
     version = read_version(session)
-    charters = {
-        (c.agent_spiffe_id, c.version): c for c in session.exec(select(CharterVersion))
-    }
+    charters = {(c.agent_spiffe_id, c.version): c for c in session.exec(select(CharterVersion))}
     agents: dict[str, AgentView] = {}
     for a in session.exec(select(Agent)):
         cv = charters.get((a.spiffe_id, a.charter_version))
         if cv is None:
             continue  # an agent without a charter can never be granted anything
         agents[a.spiffe_id] = AgentView(
-            spiffe_id=a.spiffe_id, owner=a.owner, status=Status(a.status),
+            spiffe_id=a.spiffe_id,
+            owner=a.owner,
+            status=Status(a.status),
             enrollment_expires_at=a.enrollment_expires_at,
-            charter=Charter.model_validate(cv.document), charter_version=cv.version,
+            charter=Charter.model_validate(cv.document),
+            charter_version=cv.version,
             charter_hash=cv.hash,
         )
     gateways = {
         g.client_id: GatewayView(
-            client_id=g.client_id, auth_method=GatewayAuthMethod(g.auth_method),
-            status=Status(g.status), agent_namespaces=tuple(g.agent_namespaces),
-            token_types=tuple(g.token_types), keys=_gateway_keys(g.jwks),
+            client_id=g.client_id,
+            auth_method=GatewayAuthMethod(g.auth_method),
+            status=Status(g.status),
+            agent_namespaces=tuple(g.agent_namespaces),
+            token_types=tuple(g.token_types),
+            keys=_gateway_keys(g.jwks),
         )
         for g in session.exec(select(Gateway))
     }

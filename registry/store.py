@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlalchemy import CursorResult, update
+from sqlmodel import Session, col, select
 
 from jwks.errors import JwksError
 from jwks.keys import import_public_jwk
@@ -37,9 +37,10 @@ from registry.models import (
 
 
 def bump_version(session: Session) -> None:
-    result = session.exec(  # type: ignore[call-overload]
-        update(RegistryVersion).where(RegistryVersion.id == 1)  # type: ignore[arg-type]
-        .values(version=RegistryVersion.version + 1)
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(RegistryVersion)
+        .where(col(RegistryVersion.id) == 1)
+        .values(version=col(RegistryVersion.version) + 1)
     )
     if result.rowcount == 0:
         session.add(RegistryVersion(id=1, version=1))
@@ -57,26 +58,41 @@ def _agent_public(session: Session, agent: Agent) -> AgentPublic:
     ).one()
     return AgentPublic(
         **agent.model_dump(exclude={"status", "charter_version"}),
-        status=Status(agent.status), charter_version=agent.charter_version,
-        charter_hash=cv.hash, charter=Charter.model_validate(cv.document),
+        status=Status(agent.status),
+        charter_version=agent.charter_version,
+        charter_hash=cv.hash,
+        charter=Charter.model_validate(cv.document),
     )
 
 
-def _add_charter(session: Session, spiffe_id: str, version: int, charter: Charter,
-                 *, now: float, by: str) -> None:
-    session.add(CharterVersion(
-        agent_spiffe_id=spiffe_id, version=version, document=charter.model_dump(mode="json"),
-        hash=charter_hash(charter), created_at=now, created_by=by,
-    ))
+def _add_charter(
+    session: Session, spiffe_id: str, version: int, charter: Charter, *, now: float, by: str
+) -> None:
+    session.add(
+        CharterVersion(
+            agent_spiffe_id=spiffe_id,
+            version=version,
+            document=charter.model_dump(mode="json"),
+            hash=charter_hash(charter),
+            created_at=now,
+            created_by=by,
+        )
+    )
 
 
 def create_agent(session: Session, data: AgentCreate, *, now: float, by: str) -> AgentPublic:
     if session.get(Agent, data.spiffe_id) is not None:
         raise Conflict(f"agent {data.spiffe_id} is already enrolled")
     agent = Agent(
-        spiffe_id=data.spiffe_id, owner=data.owner, description=data.description,
-        enrollment_expires_at=data.enrollment_expires_at, status=Status.active,
-        charter_version=1, enrolled_by=by, created_at=now, updated_at=now,
+        spiffe_id=data.spiffe_id,
+        owner=data.owner,
+        description=data.description,
+        enrollment_expires_at=data.enrollment_expires_at,
+        status=Status.active,
+        charter_version=1,
+        enrolled_by=by,
+        created_at=now,
+        updated_at=now,
     )
     session.add(agent)
     _add_charter(session, data.spiffe_id, 1, data.charter, now=now, by=by)
@@ -95,8 +111,9 @@ def list_agents(session: Session, *, offset: int = 0, limit: int = 100) -> list[
     return [_agent_public(session, a) for a in rows]
 
 
-def update_agent(session: Session, spiffe_id: str, data: AgentUpdate, *, now: float,
-                 by: str) -> AgentPublic:
+def update_agent(
+    session: Session, spiffe_id: str, data: AgentUpdate, *, now: float, by: str
+) -> AgentPublic:
     agent = session.get(Agent, spiffe_id)
     if agent is None:
         raise NotFound(f"no agent {spiffe_id}")
@@ -113,7 +130,9 @@ def update_agent(session: Session, spiffe_id: str, data: AgentUpdate, *, now: fl
     return _agent_public(session, agent)
 
 
-def set_agent_status(session: Session, spiffe_id: str, status: Status, *, now: float) -> AgentPublic:
+def set_agent_status(
+    session: Session, spiffe_id: str, status: Status, *, now: float
+) -> AgentPublic:
     agent = session.get(Agent, spiffe_id)
     if agent is None:
         raise NotFound(f"no agent {spiffe_id}")
@@ -131,7 +150,9 @@ def delete_agent(session: Session, spiffe_id: str) -> None:
     agent = session.get(Agent, spiffe_id)
     if agent is None:
         raise NotFound(f"no agent {spiffe_id}")
-    for cv in session.exec(select(CharterVersion).where(CharterVersion.agent_spiffe_id == spiffe_id)):
+    for cv in session.exec(
+        select(CharterVersion).where(CharterVersion.agent_spiffe_id == spiffe_id)
+    ):
         session.delete(cv)
     session.delete(agent)
     bump_version(session)
@@ -180,8 +201,9 @@ def list_gateways(session: Session, *, offset: int = 0, limit: int = 100) -> lis
     return [_gateway_public(g) for g in rows]
 
 
-def update_gateway(session: Session, client_id: str, data: GatewayUpdate, *,
-                   now: float) -> GatewayPublic:
+def update_gateway(
+    session: Session, client_id: str, data: GatewayUpdate, *, now: float
+) -> GatewayPublic:
     g = session.get(Gateway, client_id)
     if g is None:
         raise NotFound(f"no gateway {client_id}")
@@ -195,8 +217,9 @@ def update_gateway(session: Session, client_id: str, data: GatewayUpdate, *,
     return _gateway_public(g)
 
 
-def set_gateway_status(session: Session, client_id: str, status: Status, *,
-                       now: float) -> GatewayPublic:
+def set_gateway_status(
+    session: Session, client_id: str, status: Status, *, now: float
+) -> GatewayPublic:
     g = session.get(Gateway, client_id)
     if g is None:
         raise NotFound(f"no gateway {client_id}")
@@ -222,18 +245,27 @@ def delete_gateway(session: Session, client_id: str) -> None:
 
 def _td_public(t: TrustDomainRecord) -> TrustDomainPublic:
     keys = json.loads(t.bundle).get("keys", []) if t.bundle else []
-    return TrustDomainPublic(name=t.name, source=t.source, location=t.location,
-                             key_count=len(keys), updated_at=t.updated_at)
+    return TrustDomainPublic(
+        name=t.name,
+        source=t.source,
+        location=t.location,
+        key_count=len(keys),
+        updated_at=t.updated_at,
+    )
 
 
-def create_trust_domain(session: Session, data: TrustDomainCreate, *,
-                        now: float) -> TrustDomainPublic:
+def create_trust_domain(
+    session: Session, data: TrustDomainCreate, *, now: float
+) -> TrustDomainPublic:
     if session.get(TrustDomainRecord, data.name) is not None:
         raise Conflict(f"trust domain {data.name} already exists")
     t = TrustDomainRecord(
-        name=data.name, source=data.source, location=data.location,
+        name=data.name,
+        source=data.source,
+        location=data.location,
         bundle=json.dumps(data.bundle) if data.bundle is not None else None,
-        created_at=now, updated_at=now,
+        created_at=now,
+        updated_at=now,
     )
     session.add(t)
     bump_version(session)
@@ -247,11 +279,15 @@ def fetch_trust_domain(session: Session, name: str) -> TrustDomainPublic | None:
 
 
 def list_trust_domains(session: Session) -> list[TrustDomainPublic]:
-    return [_td_public(t) for t in session.exec(select(TrustDomainRecord).order_by(TrustDomainRecord.name))]
+    return [
+        _td_public(t)
+        for t in session.exec(select(TrustDomainRecord).order_by(TrustDomainRecord.name))
+    ]
 
 
-def update_trust_domain(session: Session, name: str, data: TrustDomainUpdate, *,
-                        now: float) -> TrustDomainPublic:
+def update_trust_domain(
+    session: Session, name: str, data: TrustDomainUpdate, *, now: float
+) -> TrustDomainPublic:
     t = session.get(TrustDomainRecord, name)
     if t is None:
         raise NotFound(f"no trust domain {name}")

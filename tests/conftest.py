@@ -85,8 +85,13 @@ def dev_td() -> DevTrustDomain:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=db_url, issuer=ISSUER, dev=True,
-                    trust_domain="dev.writ.local")
+    return Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        issuer=ISSUER,
+        dev=True,
+        trust_domain="dev.writ.local",
+    )
 
 
 @pytest.fixture
@@ -97,8 +102,9 @@ def seeded(engine: Engine, dev_td: DevTrustDomain, clock: FrozenClock) -> DevTru
 
 
 @pytest.fixture
-def client(settings: Settings, engine: Engine, seeded: DevTrustDomain,
-           clock: FrozenClock) -> Iterator[TestClient]:
+def client(
+    settings: Settings, engine: Engine, seeded: DevTrustDomain, clock: FrozenClock
+) -> Iterator[TestClient]:
     app = create_app(settings, engine=engine, clock=clock)
     with TestClient(app, base_url=ISSUER) as tc:
         yield tc

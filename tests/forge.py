@@ -23,8 +23,9 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def forge(header: dict[str, Any], claims: dict[str, Any], *, key: Any = None,
-          secret: bytes = b"k") -> str:
+def forge(
+    header: dict[str, Any], claims: dict[str, Any], *, key: Any = None, secret: bytes = b"k"
+) -> str:
     """Sign with ``key`` when the alg is asymmetric, HMAC for HS*, nothing for none."""
     alg = header.get("alg")
     if alg == "none":
@@ -44,18 +45,20 @@ def forge(header: dict[str, Any], claims: dict[str, Any], *, key: Any = None,
     return jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
 
 
-def svid_claims(spiffe_id: str, audience: Any, *, now: float | None = None,
-                ttl_s: int = 300) -> dict[str, Any]:
+def svid_claims(
+    spiffe_id: str, audience: Any, *, now: float | None = None, ttl_s: int = 300
+) -> dict[str, Any]:
     t = int(time.time() if now is None else now)
-    return {"sub": spiffe_id, "aud": audience, "iat": t, "exp": t + ttl_s,
-            "jti": uuid.uuid4().hex}
+    return {"sub": spiffe_id, "aud": audience, "iat": t, "exp": t + ttl_s, "jti": uuid.uuid4().hex}
 
 
-def mutated_svid(td: DevTrustDomain, spiffe_id: str, audience: str, now: float,
-                 spec: dict[str, Any]) -> str:
+def mutated_svid(
+    td: DevTrustDomain, spiffe_id: str, audience: str, now: float, spec: dict[str, Any]
+) -> str:
     """A JWT-SVID for ``spiffe_id`` altered as ``spec`` (a test vector) says."""
-    claims = svid_claims(spec.get("sub", spiffe_id), spec.get("aud", audience), now=now,
-                         ttl_s=spec.get("ttl_s", 300))
+    claims = svid_claims(
+        spec.get("sub", spiffe_id), spec.get("aud", audience), now=now, ttl_s=spec.get("ttl_s", 300)
+    )
     if "exp_offset" in spec:
         claims["exp"] = int(now) + spec["exp_offset"]
     if "iat_offset" in spec:
@@ -63,8 +66,12 @@ def mutated_svid(td: DevTrustDomain, spiffe_id: str, audience: str, now: float,
     for name in spec.get("drop", []):
         claims.pop(name, None)
     claims.update(spec.get("claims", {}))
-    header: dict[str, Any] = {"alg": spec.get("alg", "ES256"), "kid": spec.get("kid", td.kid),
-                              "typ": spec.get("typ", "JWT"), **spec.get("header", {})}
+    header: dict[str, Any] = {
+        "alg": spec.get("alg", "ES256"),
+        "kid": spec.get("kid", td.kid),
+        "typ": spec.get("typ", "JWT"),
+        **spec.get("header", {}),
+    }
     for name in spec.get("drop_header", []):
         header.pop(name, None)
     key: Any = td._key  # the dev trust domain's key
@@ -72,7 +79,7 @@ def mutated_svid(td: DevTrustDomain, spiffe_id: str, audience: str, now: float,
         key = ECKey.generate_key("P-256", private=True)
     token = forge(header, claims, key=key)
     if spec.get("tamper"):
-        head, body, sig = token.split(".")
+        head, _, sig = token.split(".")
         token = f"{head}.{b64(json.dumps({**claims, 'sub': spiffe_id + 'x'}).encode())}.{sig}"
     if "pad_to" in spec:
         token = token + "A" * (spec["pad_to"] - len(token))

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from broker.audit import AuditRecord
@@ -46,11 +46,19 @@ def token_params(td: DevTrustDomain, now: float, **overrides: Any) -> dict[str, 
     return params
 
 
-def post_token(client: TestClient, params: dict[str, str], *, raw_append: str = "",
-               content_type: str = "application/x-www-form-urlencoded",
-               headers: dict[str, str] | None = None) -> Any:
-    return client.post("/token", content=urlencode(params) + raw_append,
-                       headers={"Content-Type": content_type, **(headers or {})})
+def post_token(
+    client: TestClient,
+    params: dict[str, str],
+    *,
+    raw_append: str = "",
+    content_type: str = "application/x-www-form-urlencoded",
+    headers: dict[str, str] | None = None,
+) -> Any:
+    return client.post(
+        "/token",
+        content=urlencode(params) + raw_append,
+        headers={"Content-Type": content_type, **(headers or {})},
+    )
 
 
 def audit_rows(engine: Engine) -> list[AuditRecord]:
@@ -62,20 +70,32 @@ def decode_segment(segment: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
-def test_issues_txn_token_exact_wire(client: TestClient, seeded: DevTrustDomain,
-                                     clock: FrozenClock, engine: Engine) -> None:
+def test_issues_txn_token_exact_wire(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock, engine: Engine
+) -> None:
     details = {"intent": "summarise inbox", "ttl_s": 120, "act": {"sub": "forged"}}
     context = {"environment": "prod", "client_ip": "203.0.113.7", "req_wl": "forged"}
-    r = post_token(client, token_params(seeded, clock(), request_details=json.dumps(details),
-                                        request_context=json.dumps(context)))
+    r = post_token(
+        client,
+        token_params(
+            seeded,
+            clock(),
+            request_details=json.dumps(details),
+            request_context=json.dumps(context),
+        ),
+    )
     assert r.status_code == 200, r.text
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["pragma"] == "no-cache"
     assert r.headers["content-type"] == "application/json"
     body = r.json()
     token = body.pop("access_token")
-    assert body == {"issued_token_type": TXN, "token_type": "N_A", "expires_in": 120,
-                    "scope": "demo.read"}
+    assert body == {
+        "issued_token_type": TXN,
+        "token_type": "N_A",
+        "expires_in": 120,
+        "scope": "demo.read",
+    }
     assert "refresh_token" not in r.text
 
     header = decode_segment(token.split(".")[0])
@@ -85,21 +105,31 @@ def test_issues_txn_token_exact_wire(client: TestClient, seeded: DevTrustDomain,
     now = int(clock())
     agent = client.app.state.broker.snapshot.agents[DEV_AGENT]
     assert claims == {
-        "iss": ISSUER, "aud": "dev.writ.local", "iat": now, "exp": now + 120,
-        "txn": claims["txn"], "jti": claims["jti"], "sub": DEV_AGENT, "scope": "demo.read",
-        "req_wl": DEV_GATEWAY, "act": {"sub": DEV_AGENT},
+        "iss": ISSUER,
+        "aud": "dev.writ.local",
+        "iat": now,
+        "exp": now + 120,
+        "txn": claims["txn"],
+        "jti": claims["jti"],
+        "sub": DEV_AGENT,
+        "scope": "demo.read",
+        "req_wl": DEV_GATEWAY,
+        "act": {"sub": DEV_AGENT},
         "tctx": {"purpose": "demo assistant"},
         "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "env": "prod"},
-        "agentic_ctx": {"prov": {"manifest_hash": agent.charter_hash},
-                        "identity": {"workload_id": DEV_AGENT},
-                        "chain_metadata": {"hop_count": 1, "txn_path": [DEV_AGENT]}},
+        "agentic_ctx": {
+            "prov": {"manifest_hash": agent.charter_hash},
+            "identity": {"workload_id": DEV_AGENT},
+            "chain_metadata": {"hop_count": 1, "txn_path": [DEV_AGENT]},
+        },
     }
     assert len(claims["txn"]) == 32 and claims["txn"] != claims["jti"]
 
     # a downstream service verifies it with the jwks library (published JWKS)
     jwks_doc = client.get("/.well-known/jwks.json").json()
-    verified = TxnTokenVerifier(StaticKeys(jwks_doc), issuer=ISSUER, audience="dev.writ.local",
-                                clock=clock).verify(token)
+    verified = TxnTokenVerifier(
+        StaticKeys(jwks_doc), issuer=ISSUER, audience="dev.writ.local", clock=clock
+    ).verify(token)
     assert (verified.subject, verified.actor, verified.txn) == (DEV_AGENT, DEV_AGENT, claims["txn"])
 
     rows = audit_rows(engine)
@@ -107,22 +137,33 @@ def test_issues_txn_token_exact_wire(client: TestClient, seeded: DevTrustDomain,
     assert len(issued) == 1
     rec = issued[0]
     assert (rec.decision, rec.reason, rec.gateway, rec.agent, rec.txn, rec.jti, rec.scope) == (
-        "issued", "ok", DEV_GATEWAY, DEV_AGENT, claims["txn"], claims["jti"], "demo.read")
+        "issued",
+        "ok",
+        DEV_GATEWAY,
+        DEV_AGENT,
+        claims["txn"],
+        claims["jti"],
+        "demo.read",
+    )
     assert rec.detail["intent"] == "summarise inbox"
     assert token not in json.dumps(rec.detail)
 
 
-def test_scope_defaults_to_charter_and_ttl_is_capped(client: TestClient, seeded: DevTrustDomain,
-                                                     clock: FrozenClock) -> None:
-    r = post_token(client, token_params(seeded, clock(), scope=None,
-                                        request_details=json.dumps({"ttl_s": 86400})))
+def test_scope_defaults_to_charter_and_ttl_is_capped(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock
+) -> None:
+    r = post_token(
+        client,
+        token_params(seeded, clock(), scope=None, request_details=json.dumps({"ttl_s": 86400})),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["scope"] == "demo.read demo.write"
     assert r.json()["expires_in"] == 300  # min(request, charter 300, server 900)
 
 
-def test_svid_cache_is_keyed_by_bytes_and_honours_exp(client: TestClient, seeded: DevTrustDomain,
-                                                       clock: FrozenClock) -> None:
+def test_svid_cache_is_keyed_by_bytes_and_honours_exp(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock
+) -> None:
     params = token_params(seeded, clock())
     assert post_token(client, params).status_code == 200
     assert post_token(client, params).status_code == 200  # same SVIDs: served from the cache
@@ -145,20 +186,28 @@ def test_metadata_and_jwks(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["id"] for v in VECTORS])
-def test_refusals(vector: dict[str, Any], client: TestClient, seeded: DevTrustDomain,
-                  clock: FrozenClock, engine: Engine) -> None:
+def test_refusals(
+    vector: dict[str, Any],
+    client: TestClient,
+    seeded: DevTrustDomain,
+    clock: FrozenClock,
+    engine: Engine,
+) -> None:
     now = clock()
     overrides = dict(vector.get("params", {}))
     if "client" in vector:
-        overrides["client_assertion"] = mutated_svid(seeded, DEV_GATEWAY, ISSUER, now,
-                                                     vector["client"])
+        overrides["client_assertion"] = mutated_svid(
+            seeded, DEV_GATEWAY, ISSUER, now, vector["client"]
+        )
     if "subject" in vector:
-        overrides["subject_token"] = mutated_svid(seeded, DEV_AGENT, ISSUER, now,
-                                                  vector["subject"])
-    r = post_token(client, token_params(seeded, now, **overrides),
-                   raw_append=vector.get("raw_append", ""),
-                   content_type=vector.get("content_type", "application/x-www-form-urlencoded"),
-                   headers=vector.get("headers"))
+        overrides["subject_token"] = mutated_svid(seeded, DEV_AGENT, ISSUER, now, vector["subject"])
+    r = post_token(
+        client,
+        token_params(seeded, now, **overrides),
+        raw_append=vector.get("raw_append", ""),
+        content_type=vector.get("content_type", "application/x-www-form-urlencoded"),
+        headers=vector.get("headers"),
+    )
     assert r.status_code == vector["status"], r.text
     assert r.headers["cache-control"] == "no-store"
     body = r.json()
@@ -172,15 +221,17 @@ def test_refusals(vector: dict[str, Any], client: TestClient, seeded: DevTrustDo
     assert post_token(client, token_params(seeded, now)).status_code == 200
 
 
-def test_oversized_body_is_refused(client: TestClient, seeded: DevTrustDomain,
-                                   clock: FrozenClock) -> None:
+def test_oversized_body_is_refused(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock
+) -> None:
     r = post_token(client, token_params(seeded, clock(), request_details="x" * 70_000))
     assert r.status_code == 413
     assert r.json()["error"] == "invalid_request"
 
 
-def test_suspended_gateway_and_agent(client: TestClient, seeded: DevTrustDomain,
-                                     clock: FrozenClock, engine: Engine) -> None:
+def test_suspended_gateway_and_agent(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock, engine: Engine
+) -> None:
     from registry import store
     from registry.models import Status
 
@@ -199,16 +250,18 @@ def test_suspended_gateway_and_agent(client: TestClient, seeded: DevTrustDomain,
     assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
 
 
-def test_bundle_change_clears_svid_cache(client: TestClient, seeded: DevTrustDomain,
-                                         clock: FrozenClock, engine: Engine) -> None:
+def test_bundle_change_clears_svid_cache(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock, engine: Engine
+) -> None:
     from registry import store
     from registry.models import TrustDomainUpdate
 
     params = token_params(seeded, clock())
     assert post_token(client, params).status_code == 200
     with Session(engine) as s:
-        store.update_trust_domain(s, "dev.writ.local", TrustDomainUpdate(bundle={"keys": []}),
-                                  now=clock())
+        store.update_trust_domain(
+            s, "dev.writ.local", TrustDomainUpdate(bundle={"keys": []}), now=clock()
+        )
         s.commit()
     client.app.state.broker.snapshots.refresh()
     # an empty bundle rejects every SVID of the domain, cached or not

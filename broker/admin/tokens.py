@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import field_validator
 from sqlalchemy import JSON, Column
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from jwks.patterns import SpiffePattern
 
@@ -121,7 +121,7 @@ def authenticate_admin_token(session: Session, token: str, *, now: float) -> Adm
 
 def list_admin_tokens(session: Session) -> list[AdminTokenPublic]:
     return [AdminTokenPublic.model_validate(r, from_attributes=True)
-            for r in session.exec(select(AdminToken).order_by(AdminToken.created_at))]
+            for r in session.exec(select(AdminToken).order_by(col(AdminToken.created_at)))]
 
 
 def revoke_admin_token(session: Session, token_id: str, *, now: float) -> bool:

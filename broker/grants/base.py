@@ -38,6 +38,6 @@ class Issued:
 
 
 class Grant(Protocol):
-    def handle(self, params: dict[str, str], client: AuthenticatedClient,
-               ctx: TokenContext) -> Issued: ...
-
+    def handle(
+        self, params: dict[str, str], client: AuthenticatedClient, ctx: TokenContext
+    ) -> Issued: ...

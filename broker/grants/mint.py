@@ -12,15 +12,34 @@ from broker.svid import token_fingerprint
 from jwks.claims import TOKEN_TYPE_TXN_TOKEN, TXN_TOKEN_TYP
 
 
-def issue_txn_token(ctx: TokenContext, plan: TxnTokenPlan, *, gateway: str, agent: str,
-                    tool: str | None, detail: dict[str, Any]) -> Issued:
+def issue_txn_token(
+    ctx: TokenContext,
+    plan: TxnTokenPlan,
+    *,
+    gateway: str,
+    agent: str,
+    tool: str | None,
+    detail: dict[str, Any],
+) -> Issued:
     token = ctx.signer.sign(build_txn_claims(plan), typ=TXN_TOKEN_TYP)
     scope = " ".join(plan.scope)
     event = AuditEvent(
-        kind="token", decision="issued", reason="ok", gateway=gateway, agent=agent,
-        subject=plan.subject, tool=tool, scope=scope, txn=plan.txn, jti=plan.jti,
-        detail={**detail, "token_sha256": token_fingerprint(token), "kid": ctx.signer.kid,
-                "exp": plan.expires_at},
+        kind="token",
+        decision="issued",
+        reason="ok",
+        gateway=gateway,
+        agent=agent,
+        subject=plan.subject,
+        tool=tool,
+        scope=scope,
+        txn=plan.txn,
+        jti=plan.jti,
+        detail={
+            **detail,
+            "token_sha256": token_fingerprint(token),
+            "kid": ctx.signer.kid,
+            "exp": plan.expires_at,
+        },
     )
     response = {
         "access_token": token,

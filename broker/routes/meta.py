@@ -46,8 +46,11 @@ def meta_router(broker: Broker) -> APIRouter:
             "signing_key": broker.keyring.signer() is not None,
         }
         ok = all(checks.values())
-        return json_response({"status": "ready" if ok else "not_ready", "checks": checks},
-                             status=200 if ok else 503, headers={"Cache-Control": "no-store"})
+        return json_response(
+            {"status": "ready" if ok else "not_ready", "checks": checks},
+            status=200 if ok else 503,
+            headers={"Cache-Control": "no-store"},
+        )
 
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

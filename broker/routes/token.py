@@ -29,8 +29,11 @@ log = logging.getLogger("writ.token")
 
 TOKENS = Counter("writ_tokens_issued_total", "Tokens issued", ["grant"])
 DENIALS = Counter("writ_token_denials_total", "Token requests refused", ["error", "reason"])
-LATENCY = Histogram("writ_token_seconds", "Token endpoint latency",
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+LATENCY = Histogram(
+    "writ_token_seconds",
+    "Token endpoint latency",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -58,57 +61,91 @@ def token_router(broker: Broker) -> APIRouter:
         now = broker.clock()
         snapshot = broker.snapshot
         ctx = TokenContext(
-            issuer=broker.issuer, trust_domain=settings.trust_domain, snapshot=snapshot,
-            svids=broker.svids, signer=broker.keyring.signer(), ttl=broker.ttl,
-            max_json_depth=settings.max_json_depth, now=now, new_id=broker.new_id,
-            peer_ip=request.client.host if request.client else None, notes={},
+            issuer=broker.issuer,
+            trust_domain=settings.trust_domain,
+            snapshot=snapshot,
+            svids=broker.svids,
+            signer=broker.keyring.signer(),
+            ttl=broker.ttl,
+            max_json_depth=settings.max_json_depth,
+            now=now,
+            new_id=broker.new_id,
+            peer_ip=request.client.host if request.client else None,
+            notes={},
         )
         gateway: str | None = None
         grant_type: str | None = None
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != FORM:
-                raise InvalidRequest("content type must be application/x-www-form-urlencoded",
-                                     reason="bad_content_type")
+                raise InvalidRequest(
+                    "content type must be application/x-www-form-urlencoded",
+                    reason="bad_content_type",
+                )
             params = parse_form(await read_bounded(request, settings.max_body_bytes))
             grant_type = params.get("grant_type")
             if not grant_type:
                 raise InvalidRequest("grant_type is required", reason="grant_type_missing")
             client = broker.clients.authenticate(
-                params, authorization=request.headers.get("authorization"), snapshot=snapshot)
+                params, authorization=request.headers.get("authorization"), snapshot=snapshot
+            )
             gateway = client.gateway.client_id
             grant = broker.grants.get(grant_type)
             if grant is None:
-                raise UnsupportedGrantType("grant_type is not supported",
-                                           reason="unsupported_grant_type")
+                raise UnsupportedGrantType(
+                    "grant_type is not supported", reason="unsupported_grant_type"
+                )
             issued = grant.handle(params, client, ctx)
         except OAuthError as err:
             DENIALS.labels(err.error, err.reason).inc()
             notes = ctx.notes
             event = AuditEvent(
-                kind="token", decision="denied", reason=err.reason, gateway=gateway,
-                agent=notes.get("agent"), subject=notes.get("agent"), tool=notes.get("tool"),
-                detail={k: v for k, v in {
-                    "error": err.error, "grant_type": grant_type if grant_type in broker.grants
-                    else None, "intent": notes.get("intent"),
-                    "subject_token_sha256": notes.get("subject_token_sha256"),
-                }.items() if v is not None},
+                kind="token",
+                decision="denied",
+                reason=err.reason,
+                gateway=gateway,
+                agent=notes.get("agent"),
+                subject=notes.get("agent"),
+                tool=notes.get("tool"),
+                detail={
+                    k: v
+                    for k, v in {
+                        "error": err.error,
+                        "grant_type": grant_type if grant_type in broker.grants else None,
+                        "intent": notes.get("intent"),
+                        "subject_token_sha256": notes.get("subject_token_sha256"),
+                    }.items()
+                    if v is not None
+                },
             )
-            log.info("token refused", extra={"error": err.error, "reason": err.reason,
-                                             "gateway": gateway, "agent": notes.get("agent")})
+            log.info(
+                "token refused",
+                extra={
+                    "error": err.error,
+                    "reason": err.reason,
+                    "gateway": gateway,
+                    "agent": notes.get("agent"),
+                },
+            )
             try:
                 await broker.audit.record(event)
             except AuditUnavailable:
-                return oauth_error_response(TemporarilyUnavailable(
-                    "the audit store is unavailable; try again", reason="audit_unavailable"))
+                return oauth_error_response(
+                    TemporarilyUnavailable(
+                        "the audit store is unavailable; try again", reason="audit_unavailable"
+                    )
+                )
             return oauth_error_response(err)
         try:
             await broker.audit.record(issued.audit)
         except AuditUnavailable:
             # fail closed: a token whose audit record is not durable is never returned
             DENIALS.labels("temporarily_unavailable", "audit_unavailable").inc()
-            return oauth_error_response(TemporarilyUnavailable(
-                "the audit store is unavailable; try again", reason="audit_unavailable"))
+            return oauth_error_response(
+                TemporarilyUnavailable(
+                    "the audit store is unavailable; try again", reason="audit_unavailable"
+                )
+            )
         TOKENS.labels(grant_type).inc()
         LATENCY.observe(time.perf_counter() - started)
         return json_response(issued.response, headers=NO_STORE)
