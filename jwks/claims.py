@@ -208,5 +208,6 @@ class TxnTokenClaims:
 
     @property
     def hop_count(self) -> int:
-        """Delegation hops so far: the number of earlier actors (0 for a first token)."""
-        return len(self.actor_chain)
+        """Agents that have acted in the transaction, the current one included (1 for a first
+        token); the same count Writ writes into ``agentic_ctx.chain_metadata.hop_count``."""
+        return len(self.actor_chain) + (1 if self.actor is not None else 0)

@@ -189,7 +189,7 @@ def test_claims_value() -> None:
         "spiffe://dev.writ.local/agents/planner",
         "spiffe://dev.writ.local/agents/coder",
     )
-    assert claims.hop_count == 1
+    assert claims.hop_count == 2
     assert claims.tctx["tool"] == "tickets"
     assert claims.agentic_ctx["chain_metadata"]["txn_path"][0].endswith("/planner")
     assert claims.raw["txn"] == claims.txn
@@ -214,11 +214,11 @@ def test_from_claims_rejects_non_mapping() -> None:
     assert info.value.code == "malformed"
 
 
-def test_hop_count_of_first_token_is_zero() -> None:
+def test_hop_count_of_first_token_is_one() -> None:
     claims = make_verifier().verify(
         sign(valid_claims(act={"sub": "spiffe://dev.writ.local/agents/planner"}, act_chain=None))
     )
-    assert claims.hop_count == 0
+    assert claims.hop_count == 1
     assert claims.actors == ("spiffe://dev.writ.local/agents/planner",)
 
 
