@@ -65,8 +65,8 @@ def test_private_key_jwt_issues_and_refuses_replay(client: TestClient, seeded: D
     {"aud": "https://elsewhere.example/token"},
     {"jti": None},
     {"iss": "spiffe://dev.writ.local/gateway/other"},
-    {"exp": int(1_900_000_000 - 3600)},
-    {"exp": int(1_900_000_000 + 7200)},
+    {"exp": (1_900_000_000 - 3600)},
+    {"exp": (1_900_000_000 + 7200)},
 ], ids=["wrong-aud", "no-jti", "iss-not-sub", "expired", "lifetime-too-long"])
 def test_private_key_jwt_refusals(over: dict[str, Any], client: TestClient,
                                   seeded: DevTrustDomain, gw_key: ECKey,
