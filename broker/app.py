@@ -39,7 +39,9 @@ class InputBounds:
         headers = scope["headers"]
         if len(headers) > MAX_HEADERS:
             await JSONResponse(
-                {"error": "invalid_request", "error_description": "too many headers"}, 431
+                {"error": "invalid_request", "error_description": "too many headers"},
+                431,
+                headers={"Cache-Control": "no-store"},
             )(scope, receive, send)
             return
         for name, value in headers:

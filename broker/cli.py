@@ -51,8 +51,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
     data_dir: DataDir = Path("writ-data"),
     dev: Annotated[
         bool,

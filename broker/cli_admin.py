@@ -92,7 +92,7 @@ class CommandError(Exception):
 def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    msg = str(first.get("msg", "invalid"))
+    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{where}: {msg}" if where else msg
 
 

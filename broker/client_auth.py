@@ -162,7 +162,13 @@ class ClientAuthenticator:
         self, params: dict[str, str], *, authorization: str | None, snapshot: RegistrySnapshot
     ) -> AuthenticatedClient:
         if authorization is not None:
-            raise InvalidClient("client authentication failed", reason="unsupported_auth_scheme")
+            # RFC 6749 §5.2: 401 with WWW-Authenticate matching the scheme the client used
+            scheme = authorization.split(" ", 1)[0][:32] or "Basic"
+            raise InvalidClient(
+                "client authentication failed",
+                reason="unsupported_auth_scheme",
+                headers={"WWW-Authenticate": f'{scheme} error="invalid_client"'},
+            )
         atype = params.get("client_assertion_type")
         assertion = params.get("client_assertion")
         if atype is None and assertion is None:

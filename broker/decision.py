@@ -23,7 +23,8 @@ def gateway_speaks_for(gateway: GatewayView, agent_id: str) -> None:
 
 
 def gateway_token_type(gateway: GatewayView, requested_token_type: str) -> None:
-    if gateway.token_types and requested_token_type not in gateway.token_types:
+    # deny by default: a gateway gets only the token types it was registered for
+    if requested_token_type not in gateway.token_types:
         raise UnauthorizedClient(
             "the gateway may not request this token type", reason="gateway_token_type"
         )

@@ -13,10 +13,13 @@ class OAuthError(Exception):
     error: ClassVar[str] = "invalid_request"
     status_code: ClassVar[int] = 400
 
-    def __init__(self, description: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, description: str, *, reason: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.reason = reason or self.error
+        self.headers = headers or {}
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}

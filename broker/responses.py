@@ -25,4 +25,4 @@ def json_response(
 
 
 def oauth_error_response(err: OAuthError) -> Response:
-    return json_response(err.body(), status=err.status_code, headers=NO_STORE)
+    return json_response(err.body(), status=err.status_code, headers={**NO_STORE, **err.headers})

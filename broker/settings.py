@@ -14,7 +14,7 @@ from jwks.service.settings import KeyRingSettings
 
 
 class AuditSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WRIT_AUDIT_")
+    model_config = SettingsConfigDict(env_prefix="WRIT_AUDIT_", hide_input_in_errors=True)
 
     batch_max: int = Field(default=256, ge=1, le=10_000)
     # how long the writer waits for more records before committing a batch
@@ -23,7 +23,9 @@ class AuditSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WRIT_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="WRIT_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path("writ-data")
     database_url: SecretStr | None = None  # default: sqlite:///<data_dir>/writ.db
@@ -41,7 +43,6 @@ class Settings(BaseSettings):
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
-    admin_bootstrap_token: SecretStr | None = None
 
     keys: KeyRingSettings = Field(default_factory=KeyRingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     def _ttls(self) -> Settings:
         if self.txn_token_ttl_s > self.max_txn_token_ttl_s:
             raise ValueError("txn_token_ttl_s must not exceed max_txn_token_ttl_s")
+        # retired keys stay published for keys.max_token_ttl_s: no token may outlive that
+        if self.max_txn_token_ttl_s > self.keys.max_token_ttl_s:
+            raise ValueError("max_txn_token_ttl_s must not exceed keys.max_token_ttl_s")
         return self
 
     @property

@@ -17,7 +17,8 @@ from spiffe.errors import PySpiffeError
 from jwks.errors import JwksError
 
 
-class InvalidPattern(JwksError):
+class InvalidPattern(JwksError, ValueError):
+    # a ValueError too, so pydantic validators turn it into a validation error
     code = "invalid_pattern"
 
 

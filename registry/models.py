@@ -156,7 +156,9 @@ class Gateway(GatewayBase, table=True):
 
 class GatewayCreate(GatewayBase):
     agent_namespaces: list[str] = Field(default_factory=list, max_length=64)
-    token_types: list[str] = Field(default_factory=list, max_length=8)
+    token_types: list[str] = Field(
+        default_factory=lambda: ["urn:ietf:params:oauth:token-type:txn_token"], max_length=8
+    )
     jwks: dict[str, Any] | None = None  # public keys for private_key_jwt
 
     _check_id = field_validator("client_id")(_spiffe_id)

@@ -1,7 +1,7 @@
 """The in-memory registry snapshot the hot path reads instead of the database (DESIGN §6).
 
 Every registry write bumps ``registry_version``; a holder rebuilds its snapshot when the
-version moves (a cheap poll on SQLite; PostgreSQL replicas are also woken by NOTIFY).
+version moves (a cheap poll of one row; ``wake()`` refreshes at once after a local write).
 A snapshot is immutable and swapped whole, so readers never see half an update.
 """
 
@@ -163,7 +163,7 @@ class SnapshotHolder:
         return True
 
     def wake(self) -> None:
-        """Ask the poller to refresh now (a NOTIFY arrived, or a local write happened)."""
+        """Ask the poller to refresh now (a local write happened)."""
         self._wake.set()
 
     def start(self) -> None:

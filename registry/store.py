@@ -163,6 +163,11 @@ def delete_agent(session: Session, spiffe_id: str) -> None:
 
 
 def _check_gateway_keys(auth_method: GatewayAuthMethod, jwks: dict[str, Any] | None) -> None:
+    for jwk in (jwks or {}).get("keys", []) if isinstance(jwks, dict) else []:
+        try:
+            import_public_jwk(jwk)  # refuses private members and symmetric keys
+        except JwksError as err:
+            raise Invalid(f"gateway key: {err}") from err
     if auth_method is GatewayAuthMethod.private_key_jwt:
         keys = (jwks or {}).get("keys")
         if not isinstance(keys, list) or not keys:
@@ -293,7 +298,8 @@ def update_trust_domain(
         raise NotFound(f"no trust domain {name}")
     changes = data.model_dump(exclude_unset=True)
     if "bundle" in changes:
-        t.bundle = json.dumps(changes.pop("bundle"))
+        bundle = changes.pop("bundle")
+        t.bundle = None if bundle is None else json.dumps(bundle)
     for key, value in changes.items():
         setattr(t, key, value)
     t.updated_at = now

@@ -55,7 +55,7 @@ READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 COLUMNS = ("scenario", "workers", "requests", "concurrency", "tokens/s", "p50 ms", "p99 ms",
            "errors", "audit records", "records/commit", "server CPU µs/token",
-           "client CPU µs/token")
+           "client CPU µs/token", "other CPU µs/token")
 
 
 # --- load generator (runs in its own process; standard library only) ----------------------
@@ -222,6 +222,13 @@ def process_tree_cpu_s(root: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU time spent by the whole machine, from the first line of ``/proc/stat``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 class WritServer:
@@ -393,13 +400,15 @@ class Row:
     records_per_commit: float
     server_cpu_us: float
     client_cpu_us: float
+    other_cpu_us: float
     problems: list[str] = field(default_factory=list)
 
     def cells(self) -> list[str]:
         return [self.scenario, str(self.workers), str(self.requests), str(self.concurrency),
                 f"{self.tokens_per_s:,.0f}", f"{self.p50_ms:.1f}", f"{self.p99_ms:.1f}",
                 str(self.errors), str(self.audit_records), f"{self.records_per_commit:.1f}",
-                f"{self.server_cpu_us:,.0f}", f"{self.client_cpu_us:,.0f}"]
+                f"{self.server_cpu_us:,.0f}", f"{self.client_cpu_us:,.0f}",
+                f"{self.other_cpu_us:,.0f}"]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -425,9 +434,11 @@ def run_scenario(name: str, server: WritServer, probe: AuditProbe, pool: Process
         if set(pre.statuses) != {200}:
             raise RuntimeError(f"warm-up answered {pre.statuses}:\n{server.log_tail()}")
     before = probe.mark()
-    cpu_before = server.cpu_s()
+    cpu_before, machine_before = server.cpu_s(), machine_busy_cpu_s()
     report = load(pool, server.port, requests, args.requests, args.concurrency)
     server_cpu = server.cpu_s() - cpu_before
+    # everything else the machine did meanwhile: PostgreSQL, this script, other programs
+    other_cpu = max(0.0, machine_busy_cpu_s() - machine_before - server_cpu - report.cpu_s)
     after = probe.mark()
     ok = report.statuses.get(200, 0)
     errors = sum(report.statuses.values()) - ok
@@ -441,7 +452,8 @@ def run_scenario(name: str, server: WritServer, probe: AuditProbe, pool: Process
               errors=errors, audit_records=audited,
               records_per_commit=(after.seq - before.seq) / commits if commits else 0.0,
               server_cpu_us=server_cpu / max(ok, 1) * 1e6,
-              client_cpu_us=report.cpu_s / max(ok, 1) * 1e6)
+              client_cpu_us=report.cpu_s / max(ok, 1) * 1e6,
+              other_cpu_us=other_cpu / max(ok, 1) * 1e6)
     if errors:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(report.statuses.items()))
         row.problems.append(f"{name}/{server.workers}w: non-200 responses ({statuses})")
@@ -459,6 +471,21 @@ def audit_verify(data_dir: Path, env: dict[str, str]) -> str | None:
     output = (done.stdout + done.stderr).strip()
     print(f"writ audit verify: {output}", file=sys.stderr)
     return None if done.returncode == 0 else output
+
+
+def refuse_used_database(url: str) -> str | None:
+    """Writ's dev seed and sealed keys belong to one data dir: the database must be empty."""
+    from sqlalchemy import inspect
+
+    from broker.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        tables = inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    return f"the database already has tables ({', '.join(sorted(tables)[:3])}, ...); " \
+        "give --database-url an empty database" if tables else None
 
 
 def backend_name(url: str | None) -> str:
@@ -541,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     problems: list[str] = []
+    if args.database_url:
+        refused = refuse_used_database(args.database_url)
+        if refused is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
     with tempfile.TemporaryDirectory(prefix="writ-bench-") as tmp, \
             ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         data_dir = Path(tmp) / "data"

@@ -267,3 +267,33 @@ def test_bundle_change_clears_svid_cache(
     # an empty bundle rejects every SVID of the domain, cached or not
     r = post_token(client, params)
     assert (r.status_code, r.json()["error"]) == (401, "invalid_client")
+
+
+def test_too_many_headers_refused(client: TestClient, seeded: DevTrustDomain,
+                                  clock: FrozenClock) -> None:
+    headers = {f"X-Filler-{i}": "x" for i in range(70)}
+    r = post_token(client, token_params(seeded, clock()), headers=headers)
+    assert r.status_code == 431
+    assert r.headers["cache-control"] == "no-store"
+    assert r.json() == {"error": "invalid_request", "error_description": "too many headers"}
+
+
+def test_authorization_header_gets_www_authenticate(client: TestClient, seeded: DevTrustDomain,
+                                                    clock: FrozenClock) -> None:
+    r = post_token(client, token_params(seeded, clock()),
+                   headers={"Authorization": "Basic Z3c6c2VjcmV0"})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == 'Basic error="invalid_client"'
+
+
+def test_gateway_token_types_deny_by_default(client: TestClient, seeded: DevTrustDomain,
+                                             clock: FrozenClock, engine: Engine) -> None:
+    from registry import store
+    from registry.models import GatewayUpdate
+
+    with Session(engine) as s:
+        store.update_gateway(s, DEV_GATEWAY, GatewayUpdate(token_types=[]), now=clock())
+        s.commit()
+    client.app.state.broker.snapshots.refresh()
+    r = post_token(client, token_params(seeded, clock()))
+    assert (r.status_code, r.json()["error"]) == (400, "unauthorized_client")

@@ -165,11 +165,11 @@ def check_trust_domain_source(source: BundleSourceKind, location: str | None,
                               has_bundle: bool) -> None:
     if location is not None and len(location) > _LOCATION_MAX:
         raise Invalid(f"location is longer than {_LOCATION_MAX} characters")
-    if source is BundleSourceKind.inline and not has_bundle:
+    if source == BundleSourceKind.inline and not has_bundle:
         raise Invalid("an inline trust domain needs a bundle")
-    if source is BundleSourceKind.file and not location:
+    if source == BundleSourceKind.file and not location:
         raise Invalid("a file trust domain needs the bundle file's path as location")
-    if source is BundleSourceKind.endpoint:
+    if source == BundleSourceKind.endpoint:
         parts = urlsplit(location or "")
         # SPIFFE Trust Domain and Bundle §5.2.1: https_web bundle endpoints use https
         if parts.scheme != "https" or not parts.hostname or parts.username or parts.fragment:
