@@ -7,12 +7,17 @@ registered as a client authentication method; the downstream side is the ``jwks`
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import OAuth2Client
+
+with warnings.catch_warnings():
+    # authlib announces a move to another HTTP package; its httpx client works as documented
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from authlib.integrations.httpx_client import OAuth2Client
 
 from broker.client_auth import JWT_SPIFFE
 from broker.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain

@@ -19,7 +19,10 @@ _SECRETISH = re.compile(
     re.I,
 )
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "color_message",
+}
 
 
 def _jwt_hash(match: re.Match[str]) -> str:
