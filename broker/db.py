@@ -49,4 +49,5 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Apply every migration (``writ db upgrade``; ``writ serve`` runs it on start)."""
-    command.upgrade(alembic_config(url), "head")
+    # "heads": feature branches of the schema each start from the initial revision
+    command.upgrade(alembic_config(url), "heads")

@@ -68,10 +68,12 @@ class Broker:
         self.issuer = settings.issuer_url
         self.bundles = TrustBundles(clock=clock)
         self._bundle_config: dict[str, _BundleConfig] = {}
+        # run after every registry refresh, in order; features add their own
+        self.change_hooks: list[Callable[[RegistrySnapshot], None]] = [self._sync_bundles]
         self.snapshots = SnapshotHolder(
             self.engine,
             poll_interval_s=settings.snapshot_poll_interval_s,
-            on_change=self._sync_bundles,
+            on_change=self._on_registry_change,
         )
         kek = load_or_create_kek(settings.keys, settings.data_dir, dev=settings.dev)
         self.keyring = KeyRing(self.engine, kek, settings.keys, clock=clock)
@@ -137,6 +139,10 @@ class Broker:
             return True
         except Exception:
             return False
+
+    def _on_registry_change(self, snap: RegistrySnapshot) -> None:
+        for hook in self.change_hooks:
+            hook(snap)
 
     def _sync_bundles(self, snap: RegistrySnapshot) -> None:
         """Follow the registry's trust domains: inline bundles are installed, other

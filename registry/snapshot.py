@@ -29,6 +29,7 @@ from registry.models import (
     Status,
     TrustDomainRecord,
 )
+from registry.store import CHANGE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class SnapshotHolder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self._listening = threading.Event()
         self.current = RegistrySnapshot(version=-1)
         self.last_refresh_ok: float | None = None
 
@@ -170,6 +173,11 @@ class SnapshotHolder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="writ-snapshot", daemon=True)
             self._thread.start()
+        if self._engine.dialect.name == "postgresql" and self._listener is None:
+            self._listener = threading.Thread(
+                target=self._listen, name="writ-snapshot-listen", daemon=True
+            )
+            self._listener.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,6 +185,32 @@ class SnapshotHolder:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
+
+    def _listen(self) -> None:
+        """PostgreSQL: LISTEN for registry changes and wake the refresher at once; the
+        periodic poll stays as the full resync should a notification be missed."""
+        import psycopg
+
+        conninfo = self._engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+                    self._listening.set()
+                    self.wake()  # anything missed while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self.wake()
+            except Exception:
+                log.warning("registry change listener lost its connection; retrying")
+            finally:
+                self._listening.clear()
+            self._stop.wait(1.0)
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, text, update
 from sqlmodel import Session, col, select
 
 from jwks.errors import JwksError
@@ -35,6 +35,8 @@ from registry.models import (
     TrustDomainUpdate,
 )
 
+CHANGE_CHANNEL = "writ_registry"
+
 
 def bump_version(session: Session) -> None:
     result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
@@ -44,6 +46,10 @@ def bump_version(session: Session) -> None:
     )
     if result.rowcount == 0:
         session.add(RegistryVersion(id=1, version=1))
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # delivered at commit to every replica's listener (DESIGN §6)
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGE_CHANNEL})
 
 
 # --- agents --------------------------------------------------------------------------
