@@ -12,11 +12,18 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from broker.admin.decisions import decisions_router
+from broker.admin.issuers import issuers_router
+from broker.admin.revocations import revocation_router
 from broker.admin.routes import admin_router
+from broker.admin.tool_routes import tools_router
 from broker.errors import InvalidRequest
 from broker.logs import configure_logging
 from broker.responses import oauth_error_response
+from broker.revocation_service import RevocationService
+from broker.routes.introspect import introspect_router
 from broker.routes.meta import meta_router
+from broker.routes.revoke import revoke_router
 from broker.routes.token import token_router
 from broker.runtime import Broker
 from broker.settings import Settings
@@ -60,13 +67,16 @@ def create_app(
 ) -> FastAPI:
     configure_logging()
     broker = Broker(settings, engine=engine, clock=clock)
+    revocation = RevocationService(broker)  # /revoke, /introspect, kill switch
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         broker.start()
+        revocation.start()
         try:
             yield
         finally:
+            revocation.stop()
             broker.stop()
 
     app = FastAPI(
@@ -77,10 +87,17 @@ def create_app(
         redoc_url=None,
     )
     app.state.broker = broker
+    app.state.revocation = revocation
     app.include_router(token_router(broker))
     app.include_router(jwks_router(broker.keyring))
     app.include_router(meta_router(broker))
+    app.include_router(revoke_router(revocation))
+    app.include_router(introspect_router(revocation))
+    app.include_router(revocation_router(revocation))
     app.include_router(admin_router(broker))
+    app.include_router(issuers_router(broker))
+    app.include_router(tools_router(broker))
+    app.include_router(decisions_router(broker))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,10 +18,10 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import JSON, Column, Engine, insert, select, update
+from sqlalchemy import JSON, Column, Engine, select
 from sqlmodel import Field, SQLModel
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,26 @@ class AuditUnavailable(Exception):
     """The record could not be made durable; the caller must not answer with a token."""
 
 
+# a waiter: a thread's future, or an event loop's future settled on that loop
+_Waiter = concurrent.futures.Future[int] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
+_COLUMNS = (*(f.name for f in fields(AuditEvent)), "seq", "at", "prev_hash", "hash")
+
+
+def _settle(waiters: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """Runs on the waiters' event loop: one wake-up per batch, not one per record."""
+    for fut, outcome in waiters:
+        if fut.done():  # timed out meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(outcome)
+
+
 class AuditWriter:
+    """One writer thread per process, with its own database connection: it takes the
+    records waiting, appends them in one transaction and settles their waiters together."""
+
     def __init__(
         self,
         engine: Engine,
@@ -113,9 +133,11 @@ class AuditWriter:
         self._batch_wait = batch_wait_ms / 1000.0
         self._timeout = timeout_s
         self._clock = clock
-        self._queue: queue.SimpleQueue[tuple[AuditEvent, concurrent.futures.Future[int]] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[AuditEvent, _Waiter] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._dbapi: Any = None  # the writer thread's own connection, kept between batches
+        self._fresh = False
+        self._sql = _statements(engine.dialect.name, engine.dialect.paramstyle)
         self.batches = 0
         self.records = 0
 
@@ -140,8 +162,14 @@ class AuditWriter:
 
     async def record(self, event: AuditEvent) -> int:
         """Append ``event`` and wait until it is durable; returns its sequence number."""
+        if self._thread is None:
+            raise AuditUnavailable("audit writer is not running")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        self._queue.put((event, (loop, fut)))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(event)), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await fut
         except TimeoutError as err:
             raise AuditUnavailable("audit write timed out") from err
 
@@ -153,58 +181,156 @@ class AuditWriter:
 
     def _run(self) -> None:
         stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            deadline = time.monotonic() + self._batch_wait
-            while len(batch) < self._batch_max:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            self._write(batch)
-
-    def _write(self, batch: list[tuple[AuditEvent, concurrent.futures.Future[int]]]) -> None:
         try:
-            seqs = self._append([e for e, _ in batch])
+            while not stopping:
+                item = self._queue.get()
+                if item is None:
+                    break
+                if self._batch_wait > 0 and self._queue.qsize() < self._batch_max:
+                    # let the batch fill: one sleep, not one wake-up per record arriving
+                    time.sleep(self._batch_wait)
+                batch = [item]
+                while len(batch) < self._batch_max:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stopping = True
+                        break
+                    batch.append(nxt)
+                self._write(batch)
+        finally:
+            self._close_connection()
+
+    def _write(self, batch: list[tuple[AuditEvent, _Waiter]]) -> None:
+        outcomes: list[int | BaseException]
+        try:
+            outcomes = list(self._append([e for e, _ in batch]))
         except Exception as err:
             log.error("audit batch of %d failed: %s", len(batch), type(err).__name__)
-            for _, fut in batch:
-                fut.set_exception(AuditUnavailable("audit store unavailable"))
+            outcomes = [AuditUnavailable("audit store unavailable") for _ in batch]
+        else:
+            self.batches += 1
+            self.records += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(waiter, concurrent.futures.Future):
+                if isinstance(outcome, BaseException):
+                    waiter.set_exception(outcome)
+                else:
+                    waiter.set_result(outcome)
+            else:
+                by_loop.setdefault(waiter[0], []).append((waiter[1], outcome))
+        for loop, waiters in by_loop.items():
+            # RuntimeError: that loop has closed, so nobody waits any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiters)
+
+    def _connection(self) -> Any:
+        if self._dbapi is None:
+            self._dbapi = self._engine.raw_connection()
+            self._fresh = True  # just opened: a failure on it is no stale connection
+        return self._dbapi
+
+    def _close_connection(self, *, broken: bool = False) -> None:
+        conn, self._dbapi = self._dbapi, None
+        if conn is None:
             return
-        self.batches += 1
-        self.records += len(batch)
-        for (_, fut), seq in zip(batch, seqs, strict=True):
-            fut.set_result(seq)
+        try:
+            if broken:
+                conn.invalidate()  # never reused: the next batch opens a new connection
+            else:
+                conn.close()  # back to the pool
+        except Exception:
+            log.warning("audit connection could not be released cleanly")
 
     def _append(self, events: list[AuditEvent]) -> list[int]:
-        head = AuditHead.__table__  # type: ignore[attr-defined]
-        records = AuditRecord.__table__  # type: ignore[attr-defined]
+        try:
+            return self._append_once(events)
+        except _NotCommitted as err:
+            # the kept connection had gone stale (database restarted, idle timeout) and
+            # nothing was written: try once more on a fresh one
+            log.info("audit connection lost before commit (%s); reconnecting",
+                     type(err.__cause__).__name__)
+            try:
+                return self._append_once(events)
+            except _NotCommitted as again:
+                raise again.__cause__ or again from None
+
+    def _append_once(self, events: list[AuditEvent]) -> list[int]:
+        sql = self._sql
         now = self._clock()
-        with self._engine.begin() as conn:
+        committing = False
+        try:
+            conn = self._connection()
+            cur = conn.cursor()
+            if sql.begin:
+                cur.execute(sql.begin)
             # Writing the head row first takes its lock (row lock on PostgreSQL, the write
             # lock on SQLite), so concurrent writers append one batch at a time.
-            if (
-                conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq)).rowcount
-                == 0
-            ):
-                conn.execute(insert(head).values(id=1, seq=0, hash=GENESIS))
-            seq, prev = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).one()
+            cur.execute(sql.lock_head)
+            head = cur.fetchone()
+            if head is None:
+                cur.execute(sql.create_head, (GENESIS,))
+                cur.execute(sql.lock_head)
+                head = cur.fetchone()
+            seq, prev = int(head[0]), str(head[1])
             rows = []
             for e in events:
                 seq += 1
-                row = {**asdict(e), "seq": seq, "at": now, "prev_hash": prev}
+                row = {f: getattr(e, f) for f in _EVENT_FIELDS}
+                row.update(seq=seq, at=now, prev_hash=prev)
                 row["hash"] = prev = record_hash(row)
-                rows.append(row)
-            conn.execute(insert(records), rows)
-            conn.execute(update(head).where(head.c.id == 1).values(seq=seq, hash=prev))
-        return [r["seq"] for r in rows]
+                row["detail"] = json.dumps(row["detail"])  # what SQLAlchemy's JSON stores
+                rows.append(tuple(row[c] for c in _COLUMNS))
+            cur.executemany(sql.insert, rows)
+            cur.execute(sql.update_head, (seq, prev))
+            cur.close()
+            committing = True
+            conn.commit()
+        except Exception as err:
+            self._close_connection(broken=True)
+            if committing or self._fresh:
+                raise  # a failed commit may or may not have landed: never write it twice
+            raise _NotCommitted() from err
+        finally:
+            self._fresh = False
+        first = seq - len(events) + 1
+        return list(range(first, seq + 1))
+
+
+class _NotCommitted(Exception):
+    """A batch failed on a kept connection before its commit: nothing was written."""
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(AuditEvent))
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    begin: str | None
+    lock_head: str
+    create_head: str
+    insert: str
+    update_head: str
+
+
+def _statements(dialect: str, paramstyle: str) -> _Statements:
+    """The writer's SQL, written once per engine in the driver's own parameter style."""
+    mark = "?" if paramstyle == "qmark" else "%s"
+    columns = ", ".join(_COLUMNS)
+    # built from constants only; every value travels as a bound parameter
+    return _Statements(
+        # SQLite: take the write lock before reading the head
+        begin="BEGIN IMMEDIATE" if dialect == "sqlite" else None,
+        lock_head="UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash",
+        create_head=f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, {mark}) "  # noqa: S608
+        "ON CONFLICT (id) DO NOTHING",
+        insert=f"INSERT INTO audit_records ({columns}) "  # noqa: S608
+        f"VALUES ({', '.join(mark for _ in _COLUMNS)})",
+        update_head=f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = 1",  # noqa: S608
+    )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class TxnTokenPlan:
     tctx: Mapping[str, Any] = field(default_factory=dict)
     rctx: Mapping[str, Any] = field(default_factory=dict)
     manifest_hash: str = ""
+    # RFC 9493 §3.2.4 "iss_sub" identifier of a user principal (on-behalf-of profiles)
+    subject_id: Mapping[str, str] | None = None
 
 
 def nested_act(actor: str, earlier: tuple[Hop, ...]) -> dict[str, Any]:
@@ -72,4 +74,46 @@ def build_txn_claims(plan: TxnTokenPlan) -> dict[str, Any]:
     }
     if plan.earlier_actors:
         claims["act_chain"] = [{"sub": h.sub, "iat": h.iat} for h in plan.earlier_actors]
+    if plan.subject_id is not None:
+        claims["sub_id"] = dict(plan.subject_id)
+    return claims
+
+
+def user_subject_id(issuer: str, subject: str) -> dict[str, str]:
+    """RFC 9493 §3.2.4: the user as (issuer, subject), unique across issuers."""
+    return {"format": "iss_sub", "iss": issuer, "sub": subject}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenPlan:
+    """Everything the decision settled for one RFC 9068 access token for a tool."""
+
+    issuer: str
+    audience: str
+    subject: str
+    client_id: str
+    scope: tuple[str, ...]
+    actor: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    earlier_actors: tuple[Hop, ...] = ()
+    subject_id: Mapping[str, str] | None = None
+
+
+def build_access_token_claims(plan: AccessTokenPlan) -> dict[str, Any]:
+    """RFC 9068 §2.2 claims, with RFC 8693 §4.1 ``act`` naming the agent."""
+    claims: dict[str, Any] = {
+        "iss": plan.issuer,
+        "exp": plan.expires_at,
+        "aud": plan.audience,
+        "sub": plan.subject,
+        "client_id": plan.client_id,
+        "iat": plan.issued_at,
+        "jti": plan.jti,
+        "scope": " ".join(plan.scope),
+        "act": nested_act(plan.actor, plan.earlier_actors),
+    }
+    if plan.subject_id is not None:
+        claims["sub_id"] = dict(plan.subject_id)
     return claims

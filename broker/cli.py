@@ -227,6 +227,12 @@ def _register_admin() -> None:
     except ImportError:  # pragma: no cover - the admin commands ship with the package
         return
     register(app)
+    from broker.cli_revoke import register as register_revoke
+
+    register_revoke(app, audit_app)
+    from broker.cli_tools import register as register_tools
+
+    register_tools(app)  # tools, bounds, explain
 
 
 _register_admin()

@@ -38,6 +38,7 @@ from broker.admin.tokens import (
 )
 from broker.audit import AuditEvent, AuditUnavailable, AuditWriter
 from broker.db import make_engine, upgrade
+from broker.revocation_service import announce_key_change
 from broker.settings import Settings
 from jwks.errors import JwksError
 from jwks.service.envelope import load_or_create_kek
@@ -73,6 +74,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(gateways_app, name="gateways")
     app.add_typer(trust_domains_app, name="trust-domains")
     app.add_typer(keys_app, name="keys")
+    from broker.cli_issuers import issuers_app  # imports this module's helpers
+
+    app.add_typer(issuers_app, name="issuers")
 
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Writ's data directory.",
@@ -539,8 +543,11 @@ def keys_rotate(
     """next -> active, active -> retired, and a new next key."""
     with _local(data_dir) as local:
         ring = local.keyring()
-        ring.bootstrap()  # a fresh database gets its first keys, as `writ serve` would
+        created = ring.bootstrap()  # a fresh database gets its first keys, as `writ serve` would
+        if created:
+            local.audit("keys.created", keys=created)
         result = ring.rotate(force=force)
+        announce_key_change(local.engine)  # running replicas reload their keys at once
         local.audit("keys.rotated", activated_kid=result.activated_kid,
                     retired_kid=result.retired_kid, next_kid=result.next_kid, forced=force)
         _print(RotationPublic(activated_kid=result.activated_kid,

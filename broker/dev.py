@@ -20,7 +20,8 @@ from sqlmodel import Session
 
 from jwks.keys import public_jwk, thumbprint
 from registry import store
-from registry.charter import Charter
+from registry.bounds import NamespaceBoundRule
+from registry.charter import Charter, ToolGrant
 from registry.models import (
     AgentCreate,
     BundleSourceKind,
@@ -28,13 +29,35 @@ from registry.models import (
     GatewayCreate,
     TrustDomainCreate,
 )
+from registry.tool_store import ToolSource, create_tool, fetch_bound, fetch_tool, put_bound
+from registry.tools import Risk, ToolDocument
 
 DEV_TRUST_DOMAIN = "dev.writ.local"
 DEV_GATEWAY = "spiffe://dev.writ.local/gateway/demo"
 DEV_AGENT = "spiffe://dev.writ.local/agents/demo/assistant"
 DEV_AGENT_NAMESPACE = "spiffe://dev.writ.local/agents/**"
+# a pinned sample tool: never fetched, so dev mode needs no network
+DEV_TOOL = "https://tools.dev.writ.local/echo"
+DEV_TOOL_DOCUMENT = ToolDocument.model_validate({
+    "tool_id": DEV_TOOL,
+    "name": "echo",
+    "description": "sample tool of dev mode",
+    "endpoint": "https://echo.dev.writ.local/v1",
+    "audience": "https://echo.dev.writ.local",
+    "actions": {"echo": {"risk": "low"}},
+    "scopes": ["demo.read"],
+    "tags": ["demo"],
+    "max_ttl_s": 300,
+})
+DEV_BOUND = NamespaceBoundRule(
+    pattern=DEV_AGENT_NAMESPACE, tags=("demo",), scopes=("*",), max_risk=Risk.medium,
+    description="dev mode: sample agents may use demo tools",
+)
 DEV_CHARTER = Charter(
-    purpose="demo assistant", scopes=("demo.read", "demo.write"), max_ttl_s=300, tools=()
+    purpose="demo assistant",
+    scopes=("demo.read", "demo.write"),
+    max_ttl_s=300,
+    tools=(ToolGrant(tool=DEV_TOOL, actions=("echo",)),),
 )
 
 
@@ -136,5 +159,12 @@ def seed(session: Session, trust_domain: DevTrustDomain, *, now: float) -> list[
             by="dev-seed",
         )
         created.append(f"agent {DEV_AGENT}")
+    if fetch_tool(session, DEV_TOOL) is None:
+        create_tool(session, DEV_TOOL_DOCUMENT, source=ToolSource.pinned, times=None, now=now,
+                    by="dev-seed")
+        created.append(f"tool {DEV_TOOL}")
+    if fetch_bound(session, DEV_BOUND.pattern) is None:
+        put_bound(session, DEV_BOUND, now=now, by="dev-seed")
+        created.append(f"namespace bound {DEV_BOUND.pattern}")
     session.commit()
     return created

@@ -61,6 +61,11 @@ class AccessDenied(OAuthError):
     error = "access_denied"
 
 
+class InvalidAuthorizationDetails(OAuthError):
+    # RFC 9396 §5: authorization_details of an unknown type or asking for too much
+    error = "invalid_authorization_details"
+
+
 class UnsupportedTokenType(OAuthError):
     # RFC 7009 §2.2.1
     error = "unsupported_token_type"

@@ -79,7 +79,12 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # per-request access lines are off: the audit trail records every decision
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
         lg = logging.getLogger(name)
         lg.handlers = [handler]
         lg.propagate = False

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
-from broker.audit import AuditWriter
+from broker.audit import AuditEvent, AuditUnavailable, AuditWriter
 from broker.client_auth import (
     JWT_BEARER,
     JWT_SPIFFE,
@@ -28,10 +28,17 @@ from broker.db import make_engine
 from broker.decision import TtlBounds
 from broker.grants.autonomous import AutonomousAgentProfile
 from broker.grants.base import Grant
+from broker.grants.on_behalf_of import OnBehalfOfProfile
+from broker.grants.replacement import ReplacementProfile
 from broker.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant
+from broker.own_tokens import OwnTxnTokens
+from broker.revocation import RevocationSet
 from broker.settings import Settings
 from broker.svid import SvidValidator
-from jwks.claims import TOKEN_TYPE_JWT
+from broker.tools.fetch import ToolFetcher
+from broker.tools.refresh import ToolRefresher
+from broker.user_tokens import UserTokenValidator
+from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 from jwks.service.envelope import load_or_create_kek
 from jwks.service.keyring import KeyRing
 from registry.bundles import (
@@ -70,6 +77,8 @@ class Broker:
         self._bundle_config: dict[str, _BundleConfig] = {}
         # run after every registry refresh, in order; features add their own
         self.change_hooks: list[Callable[[RegistrySnapshot], None]] = [self._sync_bundles]
+        # revoked jti, txn, agents, gateways, subjects (broker/revocation.py), in memory
+        self.revocations = RevocationSet()
         self.snapshots = SnapshotHolder(
             self.engine,
             poll_interval_s=settings.snapshot_poll_interval_s,
@@ -94,10 +103,34 @@ class Broker:
                 ),
             }
         )
+        # users' access tokens from trusted issuers (on-behalf-of); JWKS kept in memory
+        self.user_tokens = UserTokenValidator(
+            leeway_s=settings.svid_leeway_s,
+            max_token_bytes=settings.max_token_bytes,
+            jwks_cache_ttl_s=settings.issuer_jwks_cache_ttl_s,
+            jwks_min_refetch_s=settings.issuer_jwks_min_refetch_s,
+            clock=clock,
+        )
+        self.change_hooks.append(lambda snap: self.user_tokens.sync(snap.issuers))
+        on_behalf_of = OnBehalfOfProfile(self.user_tokens)
         self.grants: dict[str, Grant] = {
             GRANT_TYPE: TokenExchangeGrant(
                 {
                     (TOKEN_TYPE_JWT, False): AutonomousAgentProfile(),
+                    # RFC 8693 §2.1: subject = the user, actor = the agent
+                    (TOKEN_TYPE_ACCESS_TOKEN, True): on_behalf_of,
+                    (TOKEN_TYPE_JWT, True): on_behalf_of,
+                    # subject = a parent Txn-Token, actor = the delegate (docs/delegation.md)
+                    (TOKEN_TYPE_TXN_TOKEN, True): ReplacementProfile(
+                        OwnTxnTokens(
+                            self.keyring,
+                            issuer=self.issuer,
+                            audience=settings.trust_domain,
+                            clock=clock,
+                        ),
+                        max_hops=settings.max_delegation_hops,
+                        is_revoked=self.revocations.is_revoked,
+                    ),
                 }
             ),
         }
@@ -109,6 +142,12 @@ class Broker:
             timeout_s=settings.audit.timeout_s,
             clock=clock,
         )
+        # tool metadata (docs/tools.md): fetched and refreshed off the token path
+        self.tool_fetcher = ToolFetcher(settings.tools, clock=clock)
+        self.tool_refresher = ToolRefresher(
+            self.engine, self.tool_fetcher, self.snapshots, clock=clock,
+            on_changed=self._tool_document_changed,
+        )
 
     @staticmethod
     def new_id() -> str:
@@ -119,18 +158,35 @@ class Broker:
         return self.snapshots.current
 
     def start(self) -> None:
-        self.keyring.bootstrap()
+        created = self.keyring.bootstrap()
         self.snapshots.refresh(force=True)
         self.audit.start()
+        if created:  # DESIGN §7: every key change is an audit record
+            self.audit.record_sync(AuditEvent(kind="key", decision="changed",
+                                              reason="keys.created",
+                                              detail={"keys": created, "by": "bootstrap"}))
         self.snapshots.start()
         self.keyring.start()
         self.bundles.start()
+        self.tool_refresher.start()
 
     def stop(self) -> None:
+        self.tool_refresher.stop()
+        self.tool_fetcher.close()
         self.bundles.stop()
         self.keyring.stop()
         self.snapshots.stop()
         self.audit.stop()
+        self.user_tokens.close()
+
+    def _tool_document_changed(self, tool_id: str, before: str, after: str) -> None:
+        # DESIGN §7: a registry change is audited, a background refresh included
+        try:
+            self.audit.record_sync(AuditEvent(
+                kind="admin", decision="changed", reason="tool.document_changed", tool=tool_id,
+                detail={"by": "refresh", "previous_hash": before, "document_hash": after}))
+        except AuditUnavailable:
+            log.warning("tool %s changed but its audit record could not be written", tool_id)
 
     def database_ok(self) -> bool:
         try:

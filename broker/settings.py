@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.tools.settings import ToolSettings
 from jwks.service.settings import KeyRingSettings
 
 
@@ -43,9 +44,16 @@ class Settings(BaseSettings):
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # docs/delegation.md: actors in one transaction, the current one included
+    max_delegation_hops: int = Field(default=5, ge=1, le=32)
+    # trusted user-token issuers' JWKS (broker/user_tokens.py)
+    issuer_jwks_cache_ttl_s: float = Field(default=300.0, ge=10.0, le=86400.0)
+    issuer_jwks_min_refetch_s: float = Field(default=10.0, ge=0.0, le=3600.0)
 
     keys: KeyRingSettings = Field(default_factory=KeyRingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    # tool metadata fetching (broker/tools/settings.py, WRIT_TOOLS_*)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
 
     @field_validator("issuer")
     @classmethod

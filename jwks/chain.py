@@ -6,7 +6,7 @@ evidence a service may require (DESIGN §2), e.g. "the planner acted before me".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jwks.claims import TxnTokenClaims
@@ -35,10 +35,17 @@ def principal(claims: TxnTokenClaims) -> str:
     return claims.subject
 
 
+def any_actor_matches(actors: Iterable[str], pattern: Pattern) -> bool:
+    """True when one of ``actors`` (SPIFFE IDs) matches ``pattern``. The one test behind
+    ``acted_earlier`` and the tool registry's call-chain requirements at issuance, where the
+    earlier actors are known before a token exists."""
+    p = _matcher(pattern)
+    return any(_matches(p, sub) for sub in actors)
+
+
 def acted_earlier(claims: TxnTokenClaims, pattern: Pattern) -> bool:
     """True when an earlier actor (``act_chain``, not the current one) matches."""
-    p = _matcher(pattern)
-    return any(_matches(p, hop.sub) for hop in claims.actor_chain)
+    return any_actor_matches((hop.sub for hop in claims.actor_chain), pattern)
 
 
 def require_prior_actor(claims: TxnTokenClaims, pattern: Pattern) -> None:

@@ -94,6 +94,18 @@ def metadata_url(issuer: str) -> str:
     )
 
 
+def openid_configuration_url(issuer: str) -> str:
+    """OpenID Connect Discovery 1.0 §4: append the well-known segment to the issuer."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+#: How ``JwksClient`` finds the JWKS when given only the issuer.
+DISCOVERY_URLS: Final = {
+    "oauth-authorization-server": metadata_url,
+    "openid-configuration": openid_configuration_url,
+}
+
+
 def parse_jwks(document: Any) -> dict[str, AnyKey]:
     """Public keys by ``kid`` from a JWK Set; refuses the whole set if any member carries
     private or symmetric material, or a ``kid`` repeats."""
@@ -140,7 +152,9 @@ class JwksClient:
     A cached set is used until its TTL runs out (the response's ``Cache-Control: max-age``
     clamped to ``[min_refetch_interval_s, cache_ttl_s]``, else ``cache_ttl_s``). An unknown
     ``kid`` triggers a refetch, at most once per ``min_refetch_interval_s``; failed fetches
-    count too, so an unreachable issuer is not hammered.
+    count too, so an unreachable issuer is not hammered. Given only the issuer, the JWKS is
+    found through RFC 8414 metadata, or OpenID Connect Discovery with
+    ``discovery="openid-configuration"``.
     """
 
     def __init__(
@@ -153,9 +167,13 @@ class JwksClient:
         min_refetch_interval_s: float = 10,
         max_bytes: int = 64 * 1024,
         clock: Clock = time.time,
+        discovery: str = "oauth-authorization-server",
     ) -> None:
         if jwks_uri is None and issuer is None:
             raise ValueError("give jwks_uri, issuer, or both")
+        if discovery not in DISCOVERY_URLS:
+            raise ValueError(f"discovery must be one of {sorted(DISCOVERY_URLS)}")
+        self._discovery_url = DISCOVERY_URLS[discovery]
         if jwks_uri is not None:
             _config_url(jwks_uri, "jwks_uri")
         if issuer is not None:
@@ -233,11 +251,12 @@ class JwksClient:
 
     def _discover(self) -> str:
         assert self._issuer is not None
-        with self._get(metadata_url(self._issuer), "issuer metadata") as response:
+        with self._get(self._discovery_url(self._issuer), "issuer metadata") as response:
             metadata = _read_json(response, "issuer metadata", self._max_bytes)
         if not isinstance(metadata, dict):
             raise JwksFetchError("issuer metadata must be a JSON object")
-        # RFC 8414 §3.3: the issuer value returned MUST be identical to the one configured.
+        # RFC 8414 §3.3 and OIDC Discovery §4.3: the issuer returned MUST be identical to
+        # the one configured.
         if metadata.get("issuer") != self._issuer:
             raise JwksFetchError("issuer metadata names a different issuer")
         self._jwks_uri = _check_url(metadata.get("jwks_uri"), "jwks_uri")

@@ -101,4 +101,9 @@ def _split(spiffe_id: str) -> tuple[str, tuple[str, ...]]:
 
 def matches_any(spiffe_id: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """True when any of ``patterns`` covers ``spiffe_id``."""
+    return _matches_any(spiffe_id, tuple(patterns))
+
+
+@lru_cache(maxsize=65536)
+def _matches_any(spiffe_id: str, patterns: tuple[str, ...]) -> bool:
     return any(_parse(p).matches(spiffe_id) for p in patterns)

@@ -19,7 +19,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from jwks.keys import AnyKey, import_public_jwk
+from registry.bounds import NamespaceBounds
 from registry.charter import Charter
+from registry.issuers import IssuerView, load_issuer_views
 from registry.models import (
     Agent,
     CharterVersion,
@@ -30,6 +32,8 @@ from registry.models import (
     TrustDomainRecord,
 )
 from registry.store import CHANGE_CHANNEL
+from registry.tool_store import load_bounds, load_tool_views
+from registry.tools import ToolView
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,11 @@ class RegistrySnapshot:
     trust_domains: Mapping[str, TrustDomainView] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # trusted user-token issuers (registry/issuers.py)
+    issuers: Mapping[str, IssuerView] = field(default_factory=lambda: MappingProxyType({}))
+    # tool metadata (registry/tools.py) by tool id, and the namespace bounds (registry/bounds.py)
+    tools: Mapping[str, ToolView] = field(default_factory=lambda: MappingProxyType({}))
+    bounds: NamespaceBounds = field(default_factory=NamespaceBounds)
 
 
 def read_version(session: Session) -> int:
@@ -125,7 +134,10 @@ def load_snapshot(session: Session) -> RegistrySnapshot:
         for t in session.exec(select(TrustDomainRecord))
     }
     return RegistrySnapshot(
-        version, MappingProxyType(agents), MappingProxyType(gateways), MappingProxyType(tds)
+        version, MappingProxyType(agents), MappingProxyType(gateways), MappingProxyType(tds),
+        issuers=load_issuer_views(session),
+        tools=load_tool_views(session),
+        bounds=load_bounds(session),
     )
 
 

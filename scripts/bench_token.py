@@ -1,17 +1,20 @@
 """Benchmark ``POST /token`` over loopback against a real ``writ serve`` process.
 
     python scripts/bench_token.py [--requests N] [--concurrency C] [--workers W [W ...]]
-                                  [--database-url URL] [--out docs/performance.md]
+                                  [--database-url URL] [--tool] [--out docs/performance.md]
 
 For each worker count it starts ``writ serve --dev`` on a free 127.0.0.1 port (one data
 directory for the whole run; SQLite in it unless ``--database-url`` names an empty
-PostgreSQL database), waits for ``/readyz`` and runs two scenarios, each after a short
+PostgreSQL database), waits for ``/readyz`` and runs three scenarios, each after a short
 untimed warm-up:
 
 - ``warm``: the same gateway assertion and agent JWT-SVID on every request, so the
   validated-SVID cache answers and no signature is verified;
 - ``cold``: a distinct gateway JWT-SVID and agent JWT-SVID per request, all minted before
-  timing starts, so every request verifies two ES256 signatures.
+  timing starts, so every request verifies two ES256 signatures;
+- ``replace``: the delegation path (docs/delegation.md). The dev agent's charter is
+  extended to delegate to a second agent, and every request replaces one parent Txn-Token
+  for it: the SVIDs come from the cache, the parent's signature is verified every time.
 
 The load comes from a closed-loop HTTP/1.1 keep-alive client (``asyncio.Protocol`` over
 raw sockets, ``C`` connections, one request in flight each) in its own process, sending
@@ -27,6 +30,8 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import itertools
+import json
 import math
 import os
 import platform
@@ -53,9 +58,9 @@ HOST = "127.0.0.1"
 SVID_TTL_S = 3600  # long enough to outlive the run; the validator caches until ``exp``
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
-COLUMNS = ("scenario", "workers", "requests", "concurrency", "tokens/s", "p50 ms", "p99 ms",
-           "errors", "audit records", "records/commit", "server CPU µs/token",
-           "client CPU µs/token", "other CPU µs/token")
+COLUMNS = ("scenario", "workers", "requests", "concurrency", "audit", "tokens/s", "p50 ms",
+           "p99 ms", "errors", "audit records", "records/commit", "server CPU µs/token",
+           "client CPU µs/token", "PostgreSQL CPU µs/token", "other CPU µs/token")
 
 
 # --- load generator (runs in its own process; standard library only) ----------------------
@@ -231,10 +236,29 @@ def machine_busy_cpu_s() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_s() -> float:
+    """User + system CPU of the local PostgreSQL server's processes (``/proc``, Linux)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat.split(" (", 1)[1].rsplit(")", 1)
+        if name == "postgres":
+            fields = rest.split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class WritServer:
     """``writ serve --dev`` as a subprocess in its own process group."""
 
-    def __init__(self, data_dir: Path, workers: int, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, workers: int, env: dict[str, str],
+                 audit: str = "durable") -> None:
+        self.audit = audit  # "off": scripts/bench_noaudit.py, a bench-only app
         self.data_dir = data_dir
         self.workers = workers
         self.env = env
@@ -249,9 +273,8 @@ class WritServer:
     def __enter__(self) -> WritServer:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [*writ_command(), "serve", "--dev", "--data-dir", str(self.data_dir),
-                 "--host", HOST, "--port", str(self.port), "--workers", str(self.workers)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._env(),
                 start_new_session=True,
             )
         try:
@@ -263,6 +286,21 @@ class WritServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+    def _argv(self) -> list[str]:
+        if self.audit == "durable":
+            return [*writ_command(), "serve", "--dev", "--data-dir", str(self.data_dir),
+                    "--host", HOST, "--port", str(self.port), "--workers", str(self.workers)]
+        # the same app with its audit writer replaced; the data dir was seeded before
+        return [sys.executable, "-m", "uvicorn", "--factory", "bench_noaudit:create",
+                "--app-dir", str(Path(__file__).resolve().parent), "--host", HOST,
+                "--port", str(self.port), "--workers", str(self.workers), "--no-access-log"]
+
+    def _env(self) -> dict[str, str]:
+        if self.audit == "durable":
+            return self.env
+        return {**self.env, "WRIT_DEV": "true", "WRIT_DATA_DIR": str(self.data_dir),
+                "WRIT_HOST": HOST, "WRIT_PORT": str(self.port)}
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
@@ -319,8 +357,9 @@ def http_request(port: int, params: dict[str, str]) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-def token_params(gateway_svid: str, agent_svid: str) -> dict[str, str]:
-    return {
+def token_params(gateway_svid: str, agent_svid: str, tool: str | None = None
+                 ) -> dict[str, str]:
+    params = {
         "grant_type": GRANT,
         "client_assertion_type": JWT_SPIFFE,
         "client_assertion": gateway_svid,
@@ -329,15 +368,84 @@ def token_params(gateway_svid: str, agent_svid: str) -> dict[str, str]:
         "requested_token_type": TXN,
         "scope": "demo.read",
     }
+    if tool is not None:  # --tool: the dev sample tool, resolved from the registry snapshot
+        params["request_details"] = json.dumps({"tool": tool, "action": "echo"})
+    return params
 
 
-def mint_requests(trust_domain: Any, issuer: str, port: int, count: int) -> list[bytes]:
+def mint_requests(trust_domain: Any, issuer: str, port: int, count: int,
+                  tool: str | None = None) -> list[bytes]:
     from broker.dev import DEV_AGENT, DEV_GATEWAY
 
     return [http_request(port, token_params(
         trust_domain.mint_svid(DEV_GATEWAY, issuer, ttl_s=SVID_TTL_S),
-        trust_domain.mint_svid(DEV_AGENT, issuer, ttl_s=SVID_TTL_S),
+        trust_domain.mint_svid(DEV_AGENT, issuer, ttl_s=SVID_TTL_S), tool,
     )) for _ in range(count)]
+
+
+DELEGATE = "spiffe://dev.writ.local/agents/demo/delegate"
+
+
+def enroll_delegate(db_url: str) -> None:
+    """Let the dev agent delegate to ``DELEGATE`` (enrolled once per data dir)."""
+    from sqlmodel import Session
+
+    from broker.db import make_engine
+    from broker.dev import DEV_AGENT, DEV_CHARTER
+    from registry import store
+    from registry.charter import Charter
+    from registry.models import AgentCreate, AgentUpdate
+
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as session:
+            if store.fetch_agent(session, DELEGATE) is None:
+                store.create_agent(session, AgentCreate(
+                    spiffe_id=DELEGATE, owner="bench", charter=Charter(
+                        purpose="bench delegate", scopes=("demo.read",), max_ttl_s=300)),
+                    now=time.time(), by="bench")
+                store.update_agent(session, DEV_AGENT, AgentUpdate(charter=DEV_CHARTER.model_copy(
+                    update={"delegate_to": (DELEGATE,)})), now=time.time(), by="bench")
+                session.commit()
+    finally:
+        engine.dispose()
+
+
+def replacement_requests(db_url: str, trust_domain: Any, issuer: str, port: int) -> list[bytes]:
+    """One request replacing a fresh parent Txn-Token of the dev agent for ``DELEGATE``."""
+    from broker.dev import DEV_AGENT, DEV_GATEWAY
+
+    enroll_delegate(db_url)
+    gateway = trust_domain.mint_svid(DEV_GATEWAY, issuer, ttl_s=SVID_TTL_S)
+    parent = _post(port, token_params(
+        gateway, trust_domain.mint_svid(DEV_AGENT, issuer, ttl_s=SVID_TTL_S)))["access_token"]
+    params = {**token_params(gateway, parent), "subject_token_type": TXN,
+              "actor_token": trust_domain.mint_svid(DELEGATE, issuer, ttl_s=SVID_TTL_S),
+              "actor_token_type": JWT}
+    deadline = time.monotonic() + 15  # the registry change reaches the server by its poll
+    while True:
+        try:
+            _post(port, params)
+            return [http_request(port, params)]
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _post(port: int, params: dict[str, str]) -> dict[str, Any]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("POST", "/token", urlencode(params),
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST /token answered {response.status}: {body[:300]!r}")
+    answer: dict[str, Any] = json.loads(body)
+    return answer
 
 
 # --- the audit trail -----------------------------------------------------------------------
@@ -400,14 +508,18 @@ class Row:
     records_per_commit: float
     server_cpu_us: float
     client_cpu_us: float
+    db_cpu_us: float | None
     other_cpu_us: float
     problems: list[str] = field(default_factory=list)
+    audit: str = "durable"
 
     def cells(self) -> list[str]:
         return [self.scenario, str(self.workers), str(self.requests), str(self.concurrency),
+                self.audit,
                 f"{self.tokens_per_s:,.0f}", f"{self.p50_ms:.1f}", f"{self.p99_ms:.1f}",
                 str(self.errors), str(self.audit_records), f"{self.records_per_commit:.1f}",
                 f"{self.server_cpu_us:,.0f}", f"{self.client_cpu_us:,.0f}",
+                "in server" if self.db_cpu_us is None else f"{self.db_cpu_us:,.0f}",
                 f"{self.other_cpu_us:,.0f}"]
 
 
@@ -434,11 +546,16 @@ def run_scenario(name: str, server: WritServer, probe: AuditProbe, pool: Process
         if set(pre.statuses) != {200}:
             raise RuntimeError(f"warm-up answered {pre.statuses}:\n{server.log_tail()}")
     before = probe.mark()
+    postgres = backend_name(args.database_url) == "postgresql"
+    db_before = postgres_cpu_s() if postgres else 0.0
     cpu_before, machine_before = server.cpu_s(), machine_busy_cpu_s()
     report = load(pool, server.port, requests, args.requests, args.concurrency)
     server_cpu = server.cpu_s() - cpu_before
-    # everything else the machine did meanwhile: PostgreSQL, this script, other programs
-    other_cpu = max(0.0, machine_busy_cpu_s() - machine_before - server_cpu - report.cpu_s)
+    machine_cpu = machine_busy_cpu_s() - machine_before
+    db_cpu = postgres_cpu_s() - db_before if postgres else 0.0
+    # everything else the machine did meanwhile: the kernel's own threads, this script,
+    # and any other program (a busy neighbour shows up here, not in Writ's columns)
+    other_cpu = max(0.0, machine_cpu - server_cpu - report.cpu_s - db_cpu)
     after = probe.mark()
     ok = report.statuses.get(200, 0)
     errors = sum(report.statuses.values()) - ok
@@ -453,11 +570,16 @@ def run_scenario(name: str, server: WritServer, probe: AuditProbe, pool: Process
               records_per_commit=(after.seq - before.seq) / commits if commits else 0.0,
               server_cpu_us=server_cpu / max(ok, 1) * 1e6,
               client_cpu_us=report.cpu_s / max(ok, 1) * 1e6,
-              other_cpu_us=other_cpu / max(ok, 1) * 1e6)
+              db_cpu_us=db_cpu / max(ok, 1) * 1e6 if postgres else None,
+              other_cpu_us=other_cpu / max(ok, 1) * 1e6, audit=server.audit)
+    busy_neighbours = other_cpu / report.wall_s if report.wall_s else 0.0
+    if busy_neighbours > 0.2:
+        print(f"warning: {name}/{server.workers}w: other programs used {busy_neighbours:.1f} "
+              "cores during the run; its numbers are disturbed", file=sys.stderr)
     if errors:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(report.statuses.items()))
         row.problems.append(f"{name}/{server.workers}w: non-200 responses ({statuses})")
-    if audited != ok:
+    if audited != (ok if server.audit == "durable" else 0):
         row.problems.append(f"{name}/{server.workers}w: {audited} issued audit records for "
                             f"{ok} tokens returned")
     return row
@@ -511,7 +633,10 @@ def table(rows: list[Row]) -> str:
 
 
 def results_section(backend: str, rows: list[Row], argv: list[str]) -> str:
-    command = " ".join(["python", "scripts/bench_token.py", *argv])
+    # the command that produced the numbers; where they were written does not matter
+    shown = [a for i, a in enumerate(argv)
+             if not a.startswith("--out") and (i == 0 or argv[i - 1] != "--out")]
+    command = " ".join(["python", "scripts/bench_token.py", *shown])
     return "\n".join([
         f"<!-- bench:{backend} -->",
         f"### {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}",
@@ -538,18 +663,25 @@ def rewrite_results(path: Path, backend: str, section: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=20_000,
-                        help="timed requests per scenario (default 20000)")
+    parser.add_argument("--requests", type=int, default=10_000,
+                        help="timed requests per scenario (default 10000)")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="keep-alive connections, one request in flight each (default 64)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to run, one server each (default: 1 2)")
-    parser.add_argument("--scenarios", nargs="+", choices=("warm", "cold"),
-                        default=["warm", "cold"], help="scenarios to run (default: both)")
+    parser.add_argument("--audit", nargs="+", choices=("durable", "off"), default=["durable"],
+                        help="durable: writ serve (default); off: a bench-only app whose "
+                        "audit writer records nothing, to measure what the audit costs")
+    parser.add_argument("--scenarios", nargs="+", choices=("warm", "cold", "replace"),
+                        default=["warm", "cold", "replace"],
+                        help="scenarios to run (default: all three)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed requests before each scenario (default min(500, N))")
     parser.add_argument("--database-url", default=None,
                         help="an empty database for Writ (default: SQLite in the temp dir)")
+    parser.add_argument("--tool", action="store_true",
+                        help="requests name the dev sample tool and action in request_details, "
+                        "so tool resolution and the tool gates are on the path")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown file whose results section for this backend is rewritten")
     args = parser.parse_args(argv)
@@ -563,7 +695,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from broker.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
+    from broker.dev import DEV_AGENT, DEV_GATEWAY, DEV_TOOL, DevTrustDomain
     from broker.settings import Settings
 
     rows: list[Row] = []
@@ -580,23 +712,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url:
             env["WRIT_DATABASE_URL"] = args.database_url
         db_url = Settings(data_dir=data_dir, database_url=args.database_url).db_url
-        for workers in args.workers:
-            with WritServer(data_dir, workers, env) as server:
+        modes = sorted(set(args.audit), key=("durable", "off").index)
+        if "durable" not in modes:  # only writ serve migrates and seeds the data dir
+            with WritServer(data_dir, 1, env):
+                pass
+        for workers, audit in itertools.product(args.workers, modes):
+            with WritServer(data_dir, workers, env, audit) as server:
                 trust_domain = DevTrustDomain.load_or_create(data_dir)
                 issuer, port = server.issuer, server.port
+                tool = DEV_TOOL if args.tool else None
                 warm = [http_request(port, token_params(
                     trust_domain.mint_svid(DEV_GATEWAY, issuer, ttl_s=SVID_TTL_S),
-                    trust_domain.mint_svid(DEV_AGENT, issuer, ttl_s=SVID_TTL_S)))]
+                    trust_domain.mint_svid(DEV_AGENT, issuer, ttl_s=SVID_TTL_S), tool))]
                 warmup = warm * args.warmup
                 probe = AuditProbe(db_url)
                 try:
                     for name in args.scenarios:
                         if name == "warm":
                             requests = warm
+                        elif name == "replace":
+                            requests = replacement_requests(db_url, trust_domain, issuer, port)
                         else:
                             print(f"minting {2 * args.requests} JWT-SVIDs for the cold "
                                   "scenario", file=sys.stderr)
-                            requests = mint_requests(trust_domain, issuer, port, args.requests)
+                            requests = mint_requests(trust_domain, issuer, port, args.requests,
+                                                     tool)
                         print(f"{name}: {args.requests} requests, {args.concurrency} "
                               f"connections, {workers} worker(s)", file=sys.stderr)
                         row = run_scenario(name, server, probe, pool, requests, warmup, args)

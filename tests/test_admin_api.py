@@ -674,6 +674,12 @@ def test_openapi_lists_every_admin_route(client: TestClient) -> None:
         "/v1/gateways/{client_id}/resume",
         "/v1/admin-tokens", "/v1/admin-tokens/{token_id}",
         "/v1/keys", "/v1/keys/rotate",
+        "/v1/issuers", "/v1/issuers/{issuer}",
+        "/v1/revocations", "/v1/resource-servers", "/v1/resource-servers/{client_id}",
+        "/v1/resource-servers/{client_id}/suspend", "/v1/resource-servers/{client_id}/resume",
+        "/v1/audit",
+        "/v1/tools", "/v1/tools/{tool_id}", "/v1/tools/{tool_id}/refresh",
+        "/v1/bounds", "/v1/bounds/{pattern}", "/v1/decisions/explain",
     }
 
 

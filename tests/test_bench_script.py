@@ -33,7 +33,7 @@ def test_bench_script_prints_result_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table_rows(done.stdout)
     assert [(r["scenario"], r["workers"], r["requests"], r["concurrency"]) for r in rows] == [
-        ("warm", "1", "50", "4"), ("cold", "1", "50", "4")]
+        ("warm", "1", "50", "4"), ("cold", "1", "50", "4"), ("replace", "1", "50", "4")]
     for row in rows:
         assert row["errors"] == "0"
         assert row["audit records"] == "50"  # one durable issued record per 200
@@ -41,7 +41,8 @@ def test_bench_script_prints_result_table(tmp_path: Path) -> None:
     assert "audit chain intact" in done.stderr
     written = out.read_text()
     assert written.startswith("# Performance\n\nintro kept\n")
-    assert "<!-- bench:sqlite -->" in written and "| warm | 1 | 50 | 4 |" in written
+    section = written.split("<!-- bench:sqlite -->", 1)[1].split("<!-- /bench:sqlite -->")[0]
+    assert table_rows(section) == rows
 
 
 def test_rewrite_results_replaces_only_its_backend(tmp_path: Path) -> None:

@@ -164,3 +164,81 @@ def test_nothing_secret_escapes(
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+def test_revocation_and_introspection_leak_nothing(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock, engine: Engine
+) -> None:
+    """/revoke, /introspect, /v1/revocations, /v1/resource-servers and /v1/audit: no whole
+    token (the one introspected, the caller's SVID, a gateway's assertion) and no admin
+    token in any response, log line or audit record."""
+    from broker.resource_servers import ResourceServerCreate, create_resource_server
+    from tests.revocation_kit import RS, RS_OTHER, TRUST_DOMAIN
+
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        with Session(engine) as s:
+            admin = create_admin_token(s, AdminTokenCreate(
+                name="t", scopes=["revocations:read", "revocations:write", "audit:read",
+                                  "resource-servers:read", "resource-servers:write"]),
+                now=clock(), by="test")
+            create_resource_server(s, ResourceServerCreate(client_id=RS, audiences=[TRUST_DOMAIN]),
+                                   now=clock())
+            create_resource_server(s, ResourceServerCreate(client_id=RS_OTHER,
+                                                           audiences=["https://x.example"]),
+                                   now=clock())
+            s.commit()
+        client.app.state.broker.snapshots.refresh()  # type: ignore[attr-defined]
+        auth = {"Authorization": f"Bearer {admin.token}"}
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        now = clock()
+        good = token_params(seeded, now)
+        tokens = [post_token(client, good).json()["access_token"] for _ in range(3)]
+        rs_svid = seeded.mint_svid(RS, ISSUER, now=now)
+        other_svid = seeded.mint_svid(RS_OTHER, ISSUER, now=now)
+        responses: list[str] = []
+
+        def say(r: object) -> None:
+            responses.append(r.text + json.dumps(dict(r.headers)))  # type: ignore[attr-defined]
+
+        def introspect(token: str, svid: str) -> None:
+            say(client.post("/introspect", content=f"token={token}",
+                            headers={**form, "Authorization": f"Bearer {svid}"}))
+
+        for token in tokens:
+            introspect(token, rs_svid)
+            introspect(token, other_svid)
+        introspect(tokens[0], good["client_assertion"])  # a gateway is no resource server
+        say(client.post("/introspect", content=f"token={tokens[0]}",
+                        headers={**form, "Authorization": "Basic cnM6c2VjcmV0"}))
+        revoke = f"client_assertion_type={good['client_assertion_type']}" \
+                 f"&client_assertion={good['client_assertion']}"
+        say(client.post("/revoke", content=f"{revoke}&token={tokens[0]}", headers=form))
+        say(client.post("/revoke", content=f"{revoke}&token={tokens[0]}x", headers=form))
+        say(client.post("/revoke", content=f"token={tokens[1]}", headers=form))
+        say(client.post("/v1/revocations", headers=auth,
+                        json={"kind": "jti", "value": tokens[2][:40], "reason": "test"}))
+        say(client.post("/v1/revocations", headers=auth,
+                        json={"kind": "agent", "value": DEV_AGENT}))
+        introspect(tokens[1], rs_svid)
+        for path in ("/v1/revocations", "/v1/resource-servers", "/v1/audit"):
+            say(client.get(path, headers=auth))
+        with Session(engine) as s:
+            audit = [r.model_dump() for r in s.exec(select(AuditRecord)).scalars()]
+        said = {"responses": "\n".join(responses), "logs": sink.getvalue(),
+                "audit": json.dumps(audit, default=str)}
+        for where, text in said.items():
+            assert admin.token not in text and admin.token.rsplit("_", 1)[1] not in text
+            assert not JWT.search(text), f"a whole JWT reached the {where}"
+        assert any(r["reason"] == "revoked.jti" for r in audit)
+        assert any(r["reason"] == "revoked.agent" for r in audit)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)

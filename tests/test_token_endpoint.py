@@ -178,7 +178,11 @@ def test_metadata_and_jwks(client: TestClient) -> None:
     assert meta["issuer"] == ISSUER
     assert meta["token_endpoint"] == f"{ISSUER}/token"
     assert meta["grant_types_supported"] == [GRANT]
-    assert meta["requested_token_types_supported"] == [TXN]
+    assert meta["requested_token_types_supported"] == [
+        TXN, "urn:ietf:params:oauth:token-type:access_token"]
+    assert meta["subject_token_types_supported"] == [
+        JWT, "urn:ietf:params:oauth:token-type:access_token", TXN]
+    assert meta["actor_token_types_supported"] == [JWT]
     keys = client.get("/.well-known/jwks.json")
     assert keys.headers["content-type"].startswith("application/jwk-set+json")
     assert all("d" not in k for k in keys.json()["keys"])

@@ -33,6 +33,7 @@ from broker.admin.tokens import (
     revoke_admin_token,
 )
 from broker.audit import AuditEvent, AuditUnavailable
+from broker.revocation_service import announce_key_change
 from broker.runtime import Broker
 from jwks.errors import JwksError
 from jwks.keys import import_public_jwk
@@ -510,6 +511,8 @@ def admin_router(broker: Broker) -> APIRouter:
             result = broker.keyring.rotate(force=force)
         except KeyRingError as err:
             raise Conflict(str(err)) from err
+        announce_key_change(broker.engine)  # other replicas reload their keys at once
+        broker.snapshots.refresh()
         audit(principal, "keys.rotated", activated_kid=result.activated_kid,
               retired_kid=result.retired_kid, next_kid=result.next_kid, forced=force)
         return RotationPublic(activated_kid=result.activated_kid,

@@ -27,9 +27,22 @@ class AdminScope(StrEnum):
     gateways_write = "gateways:write"
     trust_domains_read = "trust-domains:read"
     trust_domains_write = "trust-domains:write"
+    # tool registry and SPIFFE namespace bounds (broker/admin/tool_routes.py)
+    tools_read = "tools:read"
+    tools_write = "tools:write"
+    bounds_read = "bounds:read"
+    bounds_write = "bounds:write"
+    # trusted user-token issuers (broker/admin/issuers.py)
+    issuers_read = "issuers:read"
+    issuers_write = "issuers:write"
     keys_read = "keys:read"
     keys_write = "keys:write"
     audit_read = "audit:read"
+    # revocation and the kill switch; resource servers for /introspect
+    revocations_read = "revocations:read"
+    revocations_write = "revocations:write"
+    resource_servers_read = "resource-servers:read"
+    resource_servers_write = "resource-servers:write"
     admin_tokens_write = "admin-tokens:write"
     decisions_explain = "decisions:explain"
 

@@ -9,13 +9,18 @@ from broker.client_auth import AuthenticatedClient
 from broker.decision import gateway_token_type
 from broker.errors import InvalidRequest
 from broker.grants.base import Issued, TokenContext
-from jwks.claims import TOKEN_TYPE_TXN_TOKEN
+from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN
 
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
-SUPPORTED_REQUESTED_TYPES = (TOKEN_TYPE_TXN_TOKEN,)
+SUPPORTED_REQUESTED_TYPES = (TOKEN_TYPE_TXN_TOKEN, TOKEN_TYPE_ACCESS_TOKEN)
 
 
 class Profile(Protocol):
+    @property
+    def requested_token_types(self) -> tuple[str, ...]:
+        """The ``requested_token_type`` values this profile issues."""
+        ...
+
     def issue(
         self,
         params: dict[str, str],
@@ -64,5 +69,10 @@ class TokenExchangeGrant:
             raise InvalidRequest(
                 "this subject_token_type / actor_token combination is not supported",
                 reason="unsupported_subject_token_type",
+            )
+        if requested not in profile.requested_token_types:
+            raise InvalidRequest(
+                "this profile does not issue the requested_token_type",
+                reason="unsupported_requested_token_type",
             )
         return profile.issue(params, client, ctx, requested)

@@ -8,10 +8,17 @@ from sqlmodel import SQLModel
 
 import broker.admin.tokens
 import broker.audit
+import broker.resource_servers
+import broker.revocation_store
 import jwks.service.store
+import registry.issuers
 import registry.models
+import registry.tool_store
 
-_ = (broker.admin.tokens, broker.audit, jwks.service.store, registry.models)
+_ = (broker.resource_servers, broker.revocation_store)
+_core = (broker.admin.tokens, broker.audit, jwks.service.store, registry.models)
+_issuers = registry.issuers
+_tools = registry.tool_store
 
 config = context.config
 target_metadata = SQLModel.metadata

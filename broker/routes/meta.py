@@ -9,7 +9,7 @@ from broker.client_auth import JWT_BEARER, JWT_SPIFFE, PRIVATE_KEY_JWT_ALGORITHM
 from broker.grants.token_exchange import GRANT_TYPE
 from broker.responses import json_response
 from broker.runtime import Broker
-from jwks.claims import TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
+from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 
 
 def meta_router(broker: Broker) -> APIRouter:
@@ -19,13 +19,22 @@ def meta_router(broker: Broker) -> APIRouter:
         "issuer": issuer,
         "token_endpoint": f"{issuer}/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        # RFC 8414 §2: RFC 7009 revocation and RFC 7662 introspection
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
         "grant_types_supported": [GRANT_TYPE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": list(PRIVATE_KEY_JWT_ALGORITHMS),
         # extension members: what the token endpoint accepts beyond RFC 8414's names
         "client_assertion_types_supported": [JWT_SPIFFE, JWT_BEARER],
-        "subject_token_types_supported": [TOKEN_TYPE_JWT],
-        "requested_token_types_supported": [TOKEN_TYPE_TXN_TOKEN],
+        # docs/delegation.md: agent SVID, user access token, parent Txn-Token
+        "subject_token_types_supported": [
+            TOKEN_TYPE_JWT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN,
+        ],
+        "actor_token_types_supported": [TOKEN_TYPE_JWT],
+        "requested_token_types_supported": [TOKEN_TYPE_TXN_TOKEN, TOKEN_TYPE_ACCESS_TOKEN],
         "txn_token_signing_alg_values_supported": [broker.settings.keys.alg],
         "trust_domain": broker.settings.trust_domain,
     }

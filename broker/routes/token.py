@@ -105,7 +105,8 @@ def token_router(broker: Broker) -> APIRouter:
                 reason=err.reason,
                 gateway=gateway,
                 agent=notes.get("agent"),
-                subject=notes.get("agent"),
+                # the user or parent's subject when known (on-behalf-of, replacement)
+                subject=notes.get("subject", notes.get("agent")),
                 tool=notes.get("tool"),
                 detail={
                     k: v
@@ -114,6 +115,7 @@ def token_router(broker: Broker) -> APIRouter:
                         "grant_type": grant_type if grant_type in broker.grants else None,
                         "intent": notes.get("intent"),
                         "subject_token_sha256": notes.get("subject_token_sha256"),
+                        "actor_token_sha256": notes.get("actor_token_sha256"),
                     }.items()
                     if v is not None
                 },

@@ -16,9 +16,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from joserfc.jwk import ECKey, OKPKey, RSAKey
@@ -67,6 +68,7 @@ class _Snapshot:
     published: PublishedJwks
     fingerprint: str
     reload_at: float  # earliest publish_until still in the JWKS
+    retired: Mapping[str, float]  # kid -> retired_at, of retired keys still published
 
 
 def _private_class(alg: str) -> type[ECKey] | type[RSAKey] | type[OKPKey]:
@@ -176,8 +178,10 @@ class KeyRing:
         stmt = select(SigningKey).where(SigningKey.state == state)
         return list(session.exec(stmt.order_by(col(SigningKey.created_at).desc())))
 
-    def bootstrap(self) -> None:
-        """Make sure there is one active and one next key, then load. Idempotent."""
+    def bootstrap(self) -> dict[str, str]:
+        """Make sure there is one active and one next key, then load. Idempotent.
+        Returns what it changed, ``kid`` → new state (empty when nothing was needed)."""
+        changed: dict[str, str] = {}
         with self._locked() as session:
             now = self._clock()
             active = self._by_state(session, KeyState.active)
@@ -188,11 +192,17 @@ class KeyRing:
                     promoted.state = KeyState.active
                     promoted.activated_at = now
                     session.add(promoted)
+                    changed[promoted.kid] = "active"
                 else:
-                    session.add(self._new_key(KeyState.active, now))
+                    key = self._new_key(KeyState.active, now)
+                    session.add(key)
+                    changed[key.kid] = "active"
             if not nexts:
-                session.add(self._new_key(KeyState.next, now))
+                key = self._new_key(KeyState.next, now)
+                session.add(key)
+                changed[key.kid] = "next"
         self.load()
+        return changed
 
     def rotate(self, *, force: bool = False) -> RotationResult:
         """next → active, active → retired, new next; then load.
@@ -276,6 +286,7 @@ class KeyRing:
             published=PublishedJwks(body=body, etag=etag),
             fingerprint=_fingerprint([(r.kid, str(r.state), r.publish_until) for r in rows]),
             reload_at=min((r.publish_until or 0 for r in retired), default=float("inf")),
+            retired=MappingProxyType({r.kid: r.retired_at or 0.0 for r in retired}),
         )
 
     def _unseal(self, row: SigningKey) -> AnyKey:
@@ -335,6 +346,10 @@ class KeyRing:
 
     def published(self) -> PublishedJwks:
         return self._loaded().published
+
+    def retired(self) -> Mapping[str, float]:
+        """``kid`` → ``retired_at`` of every retired key still published."""
+        return self._loaded().retired
 
     def list_keys(self) -> list[SigningKeyPublic]:
         """Every stored key, newest first, without private material (reads the database)."""

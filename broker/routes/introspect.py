@@ -1,0 +1,103 @@
+"""``POST /introspect`` (RFC 7662) for registered resource servers.
+
+A resource server authenticates (RFC 7662 §2.1) with its own JWT-SVID, audience = Writ's
+issuer, either as ``Authorization: Bearer`` or as a ``jwt-spiffe`` client assertion, or with
+RFC 7523 ``private_key_jwt``. It may introspect only tokens whose ``aud`` is among its
+registered audiences; any other token is reported ``{"active": false}`` (§2.2).
+
+The answer comes from memory (keys, registry snapshot, revocation set): no database row is
+read, and nothing is written: introspection changes nothing, so it leaves no audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import Counter
+
+from broker.errors import InvalidClient, InvalidRequest, OAuthError
+from broker.introspection import introspection_body
+from broker.request import parse_form
+from broker.resource_servers import ResourceServerView
+from broker.responses import NO_STORE, json_response, oauth_error_response
+from broker.revocation_service import RevocationService
+from broker.routes.token import FORM, read_bounded
+from broker.svid import SvidError
+from registry.models import GatewayAuthMethod, Status
+
+log = logging.getLogger("writ.introspect")
+
+INTROSPECTIONS = Counter("writ_introspections_total", "POST /introspect answers", ["result"])
+MAX_HINT = 128
+
+
+def _bearer_failed(reason: str) -> InvalidClient:
+    # RFC 6750 §3.1: a bad bearer credential is invalid_token with a Bearer challenge
+    return InvalidClient("client authentication failed", reason=reason,
+                         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def introspect_router(service: RevocationService) -> APIRouter:
+    router = APIRouter()
+    broker = service.broker
+
+    def by_bearer(authorization: str) -> ResourceServerView:
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            # no shared secrets: Basic and every other scheme are refused
+            raise InvalidClient(
+                "client authentication failed", reason="unsupported_auth_scheme",
+                headers={"WWW-Authenticate": 'Bearer realm="introspect"'},
+            )
+        try:
+            svid = broker.svids.validate(credential.strip(), (broker.issuer,))
+        except SvidError as err:
+            raise _bearer_failed(f"bearer_{err.reason}") from err
+        rs = service.resource_servers.get(svid.spiffe_id)
+        if rs is None or rs.auth_method is not GatewayAuthMethod.jwt_spiffe:
+            raise _bearer_failed("unknown_resource_server")
+        if rs.status is not Status.active:
+            raise _bearer_failed(f"resource_server_{rs.status.value}")
+        return rs
+
+    def by_assertion(params: dict[str, str]) -> ResourceServerView:
+        client = service.introspect_clients.authenticate(
+            params, authorization=None, snapshot=service.resource_servers.as_clients
+        )
+        rs = service.resource_servers.get(client.gateway.client_id)
+        if rs is None:  # removed between the two reads
+            raise InvalidClient("client authentication failed", reason="unknown_resource_server")
+        return rs
+
+    @router.post("/introspect", summary="RFC 7662 token introspection")
+    async def introspect(request: Request) -> Response:
+        caller: str | None = None
+        try:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != FORM:
+                raise InvalidRequest("content type must be application/x-www-form-urlencoded",
+                                     reason="bad_content_type")
+            params = parse_form(await read_bounded(request, broker.settings.max_body_bytes))
+            authorization = request.headers.get("authorization")
+            rs = by_bearer(authorization) if authorization else by_assertion(params)
+            caller = rs.client_id
+            token = params.get("token")
+            # RFC 7662 §2.1: token is REQUIRED
+            if not token:
+                raise InvalidRequest("token is required", reason="token_missing")
+            if len(params.get("token_type_hint", "")) > MAX_HINT:
+                raise InvalidRequest("token_type_hint is too long", reason="hint_too_long")
+        except OAuthError as err:
+            INTROSPECTIONS.labels("refused").inc()
+            log.info("introspection refused", extra={"reason": err.reason, "caller": caller})
+            return oauth_error_response(err)
+        inspection = service.inspector.inspect(
+            token, broker.snapshot, broker.clock(), audiences=rs.audiences
+        )
+        INTROSPECTIONS.labels("active" if inspection.active else inspection.reason).inc()
+        if not inspection.active:
+            log.info("token inactive", extra={"reason": inspection.reason, "caller": caller})
+        return json_response(introspection_body(inspection), headers=NO_STORE)
+
+    return router

@@ -1,0 +1,181 @@
+"""Trusted user-token issuers (DESIGN §1, "user"): the authorization servers whose access
+tokens Writ accepts as ``subject_token`` for the on-behalf-of profiles.
+
+A registrar names the issuer, how its keys are found (OpenID Connect Discovery, RFC 8414
+metadata, or a pinned ``jwks_uri``), the audiences a user token must carry, and the
+signature algorithms it may use. The token path reads ``IssuerView`` from the snapshot, never
+this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+from urllib.parse import urlsplit
+
+from pydantic import field_validator
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, Session, SQLModel, select
+
+from jwks.errors import UnsupportedAlgorithm
+from jwks.keys import check_algorithms
+from registry.errors import Conflict, NotFound
+from registry.store import bump_version
+
+#: Asymmetric algorithms a user token may be signed with (RFC 7518 §3.1, RFC 9864);
+#: ``none`` and HS* are never accepted (DESIGN §8).
+USER_TOKEN_ALGORITHMS: Final = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "Ed25519",
+)
+DEFAULT_USER_TOKEN_ALGORITHMS: Final = ("RS256", "ES256")
+
+
+class IssuerDiscovery(StrEnum):
+    # OpenID Connect Discovery 1.0 §4: <issuer>/.well-known/openid-configuration
+    oidc = "oidc"
+    # RFC 8414 §3.1: /.well-known/oauth-authorization-server inserted before the path
+    rfc8414 = "rfc8414"
+
+
+def _https_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    # OIDC Discovery §3 / RFC 8414 §2: an https URL with no query or fragment
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{what} must be an https URL without userinfo, query or fragment")
+    return value
+
+
+class TrustedIssuerBase(SQLModel):
+    issuer: str = Field(primary_key=True, min_length=9, max_length=2048)
+    description: str = Field(default="", max_length=1024)
+    discovery: str = Field(default=IssuerDiscovery.oidc.value, max_length=16)
+    jwks_uri: str | None = Field(default=None, max_length=2048)
+
+
+class TrustedIssuer(TrustedIssuerBase, table=True):
+    __tablename__ = "trusted_issuers"
+    audiences: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    algorithms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_by: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class TrustedIssuerCreate(TrustedIssuerBase):
+    audiences: list[str] = Field(min_length=1, max_length=16)
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_USER_TOKEN_ALGORITHMS), min_length=1, max_length=10
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _https_url(value, "issuer")
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _jwks_uri(cls, value: str | None) -> str | None:
+        return None if value is None else _https_url(value, "jwks_uri")
+
+    @field_validator("discovery")
+    @classmethod
+    def _discovery(cls, value: str) -> str:
+        return IssuerDiscovery(value).value
+
+    @field_validator("audiences")
+    @classmethod
+    def _audiences(cls, value: list[str]) -> list[str]:
+        if any(not isinstance(a, str) or not a or len(a) > 2048 for a in value):
+            raise ValueError("each audience must be a string of 1 to 2048 characters")
+        return list(dict.fromkeys(value))
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        try:
+            check_algorithms(value)  # refuses none and HS* by name
+        except UnsupportedAlgorithm as err:
+            raise ValueError(str(err)) from err
+        unknown = [a for a in value if a not in USER_TOKEN_ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unsupported algorithm(s) {unknown}; allowed: "
+                             f"{', '.join(USER_TOKEN_ALGORITHMS)}")
+        return list(dict.fromkeys(value))
+
+
+class TrustedIssuerPublic(TrustedIssuerBase):
+    audiences: list[str]
+    algorithms: list[str]
+    created_by: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerView:
+    """What the token path needs of one trusted issuer."""
+
+    issuer: str
+    discovery: IssuerDiscovery
+    jwks_uri: str | None
+    audiences: frozenset[str]
+    algorithms: tuple[str, ...]
+
+
+def _public(row: TrustedIssuer) -> TrustedIssuerPublic:
+    return TrustedIssuerPublic.model_validate(row, from_attributes=True)
+
+
+def create_issuer(
+    session: Session, data: TrustedIssuerCreate, *, now: float, by: str
+) -> TrustedIssuerPublic:
+    if session.get(TrustedIssuer, data.issuer) is not None:
+        raise Conflict(f"issuer {data.issuer} is already trusted")
+    row = TrustedIssuer(**data.model_dump(), created_by=by, created_at=now, updated_at=now)
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _public(row)
+
+
+def fetch_issuer(session: Session, issuer: str) -> TrustedIssuerPublic | None:
+    row = session.get(TrustedIssuer, issuer)
+    return None if row is None else _public(row)
+
+
+def list_issuers(session: Session) -> list[TrustedIssuerPublic]:
+    return [_public(r) for r in session.exec(select(TrustedIssuer).order_by(TrustedIssuer.issuer))]
+
+
+def delete_issuer(session: Session, issuer: str) -> None:
+    row = session.get(TrustedIssuer, issuer)
+    if row is None:
+        raise NotFound(f"no trusted issuer {issuer}")
+    session.delete(row)
+    bump_version(session)
+    session.flush()
+
+
+def load_issuer_views(session: Session) -> Mapping[str, IssuerView]:
+    """Every trusted issuer, for the in-memory registry snapshot."""
+    views = {
+        r.issuer: IssuerView(
+            issuer=r.issuer,
+            discovery=IssuerDiscovery(r.discovery),
+            jwks_uri=r.jwks_uri,
+            audiences=frozenset(r.audiences),
+            algorithms=tuple(a for a in r.algorithms if a in USER_TOKEN_ALGORITHMS),
+        )
+        for r in session.exec(select(TrustedIssuer))
+    }
+    return MappingProxyType(views)

@@ -1,0 +1,212 @@
+"""The tool registry and the namespace bounds: tables, public models, store verbs and the
+loaders of the in-memory snapshot (DESIGN §4).
+
+A tool row holds the validated document in force: pinned by a registrar, or the last good
+copy fetched from its URL with the times of that fetch. Every write bumps
+``registry_version``, so every replica rebuilds its snapshot; callers commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, Session, SQLModel, select
+
+from registry.bounds import BoundView, NamespaceBoundRule, NamespaceBounds
+from registry.errors import Conflict, NotFound
+from registry.store import bump_version
+from registry.tools import Risk, ToolDocument, ToolView, document_hash, tool_view
+
+
+class ToolSource(StrEnum):
+    pinned = "pinned"  # the registrar supplied the document
+    url = "url"  # fetched from the tool id, refreshed in the background
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+class ToolRecord(SQLModel, table=True):
+    __tablename__ = "tools"
+    tool_id: str = Field(primary_key=True, max_length=2048)
+    source: str = Field(max_length=16)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    document_hash: str = Field(max_length=80)
+    fetched_at: float | None = None
+    fresh_until: float | None = None
+    usable_until: float | None = None
+    created_by: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ToolPublic(SQLModel):
+    tool_id: str
+    source: ToolSource
+    document: dict[str, Any]
+    document_hash: str
+    fetched_at: float | None
+    fresh_until: float | None
+    usable_until: float | None
+    created_by: str
+    created_at: float
+    updated_at: float
+
+
+class FetchTimes(SQLModel):
+    """When a fetched document was read, until when it is fresh, and the last moment it
+    may still be used should refreshes keep failing."""
+
+    fetched_at: float
+    fresh_until: float
+    usable_until: float
+
+
+def _tool_public(row: ToolRecord) -> ToolPublic:
+    return ToolPublic.model_validate(row, from_attributes=True)
+
+
+def create_tool(session: Session, doc: ToolDocument, *, source: ToolSource,
+                times: FetchTimes | None, now: float, by: str) -> ToolPublic:
+    if session.get(ToolRecord, doc.tool_id) is not None:
+        raise Conflict(f"tool {doc.tool_id} is already registered")
+    row = ToolRecord(tool_id=doc.tool_id, source=source.value,
+                     document=doc.model_dump(mode="json"), document_hash=document_hash(doc),
+                     **(times.model_dump() if times else {}),
+                     created_by=by, created_at=now, updated_at=now)
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _tool_public(row)
+
+
+def fetch_tool(session: Session, tool_id: str) -> ToolPublic | None:
+    row = session.get(ToolRecord, tool_id)
+    return None if row is None else _tool_public(row)
+
+
+def list_tools(session: Session, *, offset: int = 0, limit: int = 100) -> list[ToolPublic]:
+    rows = session.exec(select(ToolRecord).order_by(ToolRecord.tool_id).offset(offset)
+                        .limit(limit))
+    return [_tool_public(r) for r in rows]
+
+
+def update_tool_document(session: Session, tool_id: str, doc: ToolDocument, *,
+                         times: FetchTimes | None, now: float) -> ToolPublic:
+    """Replace the document in force (a new pin, or a newer fetch)."""
+    row = session.get(ToolRecord, tool_id)
+    if row is None:
+        raise NotFound(f"no tool {tool_id}")
+    row.document = doc.model_dump(mode="json")
+    row.document_hash = document_hash(doc)
+    row.fetched_at = times.fetched_at if times else None
+    row.fresh_until = times.fresh_until if times else None
+    row.usable_until = times.usable_until if times else None
+    row.updated_at = now
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _tool_public(row)
+
+
+def delete_tool(session: Session, tool_id: str) -> None:
+    row = session.get(ToolRecord, tool_id)
+    if row is None:
+        raise NotFound(f"no tool {tool_id}")
+    session.delete(row)
+    bump_version(session)
+    session.flush()
+
+
+def load_tool_views(session: Session) -> Mapping[str, ToolView]:
+    """Every tool, for the snapshot. A row whose document no longer validates (the rules
+    tightened since it was stored) is left out: such a tool resolves to nothing."""
+    views: dict[str, ToolView] = {}
+    for row in session.exec(select(ToolRecord)):
+        try:
+            doc = ToolDocument.model_validate(row.document)
+        except ValueError:
+            continue
+        views[row.tool_id] = tool_view(doc, source=row.source, fetched_at=row.fetched_at,
+                                       fresh_until=row.fresh_until,
+                                       usable_until=row.usable_until)
+    return MappingProxyType(views)
+
+
+# --- namespace bounds -------------------------------------------------------------------------
+
+
+class NamespaceBoundRecord(SQLModel, table=True):
+    __tablename__ = "namespace_bounds"
+    pattern: str = Field(primary_key=True, max_length=2048)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    max_risk: str = Field(max_length=16)
+    description: str = Field(default="", max_length=1024)
+    created_by: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class NamespaceBoundPublic(SQLModel):
+    pattern: str
+    tags: list[str]
+    scopes: list[str]
+    max_risk: Risk
+    description: str
+    created_by: str
+    created_at: float
+    updated_at: float
+
+
+def _bound_public(row: NamespaceBoundRecord) -> NamespaceBoundPublic:
+    return NamespaceBoundPublic.model_validate(row, from_attributes=True)
+
+
+def put_bound(session: Session, rule: NamespaceBoundRule, *, now: float,
+              by: str) -> tuple[NamespaceBoundPublic, bool]:
+    """Create the bound for ``rule.pattern`` or replace it; True when it was created."""
+    row = session.get(NamespaceBoundRecord, rule.pattern)
+    created = row is None
+    if row is None:
+        row = NamespaceBoundRecord(pattern=rule.pattern, max_risk=rule.max_risk.value,
+                                   created_by=by, created_at=now)
+    row.tags = list(rule.tags)
+    row.scopes = list(rule.scopes)
+    row.max_risk = rule.max_risk.value
+    row.description = rule.description
+    row.updated_at = now
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _bound_public(row), created
+
+
+def fetch_bound(session: Session, pattern: str) -> NamespaceBoundPublic | None:
+    row = session.get(NamespaceBoundRecord, pattern)
+    return None if row is None else _bound_public(row)
+
+
+def list_bounds(session: Session) -> list[NamespaceBoundPublic]:
+    rows = session.exec(select(NamespaceBoundRecord).order_by(NamespaceBoundRecord.pattern))
+    return [_bound_public(r) for r in rows]
+
+
+def delete_bound(session: Session, pattern: str) -> None:
+    row = session.get(NamespaceBoundRecord, pattern)
+    if row is None:
+        raise NotFound(f"no namespace bound {pattern}")
+    session.delete(row)
+    bump_version(session)
+    session.flush()
+
+
+def load_bounds(session: Session) -> NamespaceBounds:
+    return NamespaceBounds.of(
+        BoundView(r.pattern, frozenset(r.tags), frozenset(r.scopes), Risk(r.max_risk))
+        for r in session.exec(select(NamespaceBoundRecord))
+    )
