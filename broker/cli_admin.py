@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -57,6 +57,7 @@ from registry.models import (
 )
 
 BY = "cli"
+T = TypeVar("T")
 
 admin_tokens_app = typer.Typer(help="Scoped admin tokens for the /v1 admin API.",
                                no_args_is_help=True)
@@ -84,6 +85,13 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Writ's data directory
 SpiffeIdArg = Annotated[str, typer.Argument(help="The agent's SPIFFE ID.")]
 ClientIdArg = Annotated[str, typer.Argument(help="The gateway's client id (its SPIFFE ID).")]
 DEFAULT_DATA_DIR = Path("writ-data")
+Offset = Annotated[int, typer.Option(min=0, help="Rows to skip.")]
+Limit = Annotated[int, typer.Option(min=1, max=500, help="Most rows to print.")]
+# a client of Writ's endpoints (gateway, resource server): how it authenticates, its keys
+AuthMethod = Annotated[GatewayAuthMethod, typer.Option(
+    "--auth-method", help="How it authenticates: its JWT-SVID, or private_key_jwt.")]
+JwksFile = Annotated[Path | None, typer.Option(
+    "--jwks", help="Its public keys (JWK Set file) for private_key_jwt.")]
 
 
 # --- plumbing ------------------------------------------------------------------------
@@ -124,20 +132,29 @@ class _Local:
     settings: Settings
     engine: Engine
 
-    def audit(self, reason: str, *, agent: str | None = None, gateway: str | None = None,
-              **detail: Any) -> None:
+    def record(self, event: AuditEvent) -> None:
         """DESIGN §7: every registry change is an audit record; never a secret in it."""
         writer = AuditWriter(self.engine)
         writer.start()
         try:
-            writer.record_sync(AuditEvent(kind="admin", decision="changed", reason=reason,
-                                          agent=agent, gateway=gateway,
-                                          detail={"by": BY, **detail}))
+            writer.record_sync(event)
         except AuditUnavailable as err:
             raise CommandError("the change was saved but its audit record could not be "
                                "written; check the audit store") from err
         finally:
             writer.stop()
+
+    def audit(self, reason: str, *, agent: str | None = None, gateway: str | None = None,
+              **detail: Any) -> None:
+        self.record(AuditEvent(kind="admin", decision="changed", reason=reason, agent=agent,
+                               gateway=gateway, detail={"by": BY, **detail}))
+
+    def change(self, write: Callable[[Session], T]) -> T:
+        """Run ``write`` in one transaction and commit it."""
+        with Session(self.engine) as session:
+            result = write(session)
+            session.commit()
+        return result
 
     def keyring(self) -> KeyRing:
         data_dir = self.settings.data_dir
@@ -160,6 +177,25 @@ def _local(data_dir: Path) -> Iterator[_Local]:
             yield _Local(settings, engine)
         finally:
             engine.dispose()
+
+
+def _show(data_dir: Path, fetch: Callable[[Session, str], BaseModel | None], key: str,
+          what: str) -> None:
+    """Print one row found by its key, or fail with "no <what> <key>"."""
+    with _local(data_dir) as local, Session(local.engine) as session:
+        found = fetch(session, key)
+        if found is None:
+            raise NotFound(f"no {what} {key}")
+        _print(found)
+
+
+def _remove(data_dir: Path, delete: Callable[[Session, str], object], key: str, what: str,
+            reason: str, **audit: Any) -> None:
+    """Delete one row by its key and audit it as ``reason``."""
+    with _local(data_dir) as local:
+        local.change(lambda session: delete(session, key))
+        local.audit(reason, **audit)
+        _note(f"{what} {key} removed")
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -278,8 +314,8 @@ def agents_enroll(
 
 @agents_app.command("list")
 def agents_list(
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """List enrolled agents."""
@@ -290,11 +326,7 @@ def agents_list(
 @agents_app.command("show")
 def agents_show(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one agent with its current charter."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        agent = store.fetch_agent(session, spiffe_id)
-        if agent is None:
-            raise NotFound(f"no agent {spiffe_id}")
-        _print(agent)
+    _show(data_dir, store.fetch_agent, spiffe_id, "agent")
 
 
 @agents_app.command("update")
@@ -327,36 +359,32 @@ def agents_update(
         _print(agent)
 
 
-def _set_agent_status(data_dir: Path, spiffe_id: str, status: Status, reason: str) -> None:
+def _set_status(data_dir: Path, setter: Callable[..., BaseModel], key: str, status: Status,
+                reason: str, **audit: Any) -> None:
     with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            agent = store.set_agent_status(session, spiffe_id, status, now=time.time())
-            session.commit()
-        local.audit(reason, agent=spiffe_id)
-        _print(agent)
+        row = local.change(lambda session: setter(session, key, status, now=time.time()))
+        local.audit(reason, **audit)
+        _print(row)
 
 
 @agents_app.command("suspend")
 def agents_suspend(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Suspend an agent: it gets no token until resumed."""
-    _set_agent_status(data_dir, spiffe_id, Status.suspended, "agent.suspended")
+    _set_status(data_dir, store.set_agent_status, spiffe_id, Status.suspended,
+                "agent.suspended", agent=spiffe_id)
 
 
 @agents_app.command("resume")
 def agents_resume(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Resume a suspended agent."""
-    _set_agent_status(data_dir, spiffe_id, Status.active, "agent.resumed")
+    _set_status(data_dir, store.set_agent_status, spiffe_id, Status.active, "agent.resumed",
+                agent=spiffe_id)
 
 
 @agents_app.command("remove")
 def agents_remove(spiffe_id: SpiffeIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Remove an agent and its charter versions."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            store.delete_agent(session, spiffe_id)
-            session.commit()
-        local.audit("agent.removed", agent=spiffe_id)
-        _note(f"agent {spiffe_id} removed")
+    _remove(data_dir, store.delete_agent, spiffe_id, "agent", "agent.removed", agent=spiffe_id)
 
 
 # --- gateways ------------------------------------------------------------------------
@@ -367,10 +395,8 @@ def gateways_add(
     client_id: Annotated[str, typer.Option("--client-id", help="The gateway's SPIFFE ID.")],
     namespace: Annotated[list[str], typer.Option(
         "--namespace", help="SPIFFE pattern of agents it may speak for (repeat).")],
-    auth_method: Annotated[GatewayAuthMethod, typer.Option(
-        "--auth-method", help="How it authenticates to /token.")] = GatewayAuthMethod.jwt_spiffe,
-    jwks: Annotated[Path | None, typer.Option(
-        "--jwks", help="Its public keys (JWK Set file) for private_key_jwt.")] = None,
+    auth_method: AuthMethod = GatewayAuthMethod.jwt_spiffe,
+    jwks: JwksFile = None,
     description: Annotated[str, typer.Option("--description")] = "",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -391,8 +417,8 @@ def gateways_add(
 
 @gateways_app.command("list")
 def gateways_list(
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """List gateways."""
@@ -403,43 +429,28 @@ def gateways_list(
 @gateways_app.command("show")
 def gateways_show(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one gateway."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        gateway = store.fetch_gateway(session, client_id)
-        if gateway is None:
-            raise NotFound(f"no gateway {client_id}")
-        _print(gateway)
-
-
-def _set_gateway_status(data_dir: Path, client_id: str, status: Status, reason: str) -> None:
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            gateway = store.set_gateway_status(session, client_id, status, now=time.time())
-            session.commit()
-        local.audit(reason, gateway=client_id)
-        _print(gateway)
+    _show(data_dir, store.fetch_gateway, client_id, "gateway")
 
 
 @gateways_app.command("suspend")
 def gateways_suspend(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Suspend a gateway: it is refused at /token until resumed."""
-    _set_gateway_status(data_dir, client_id, Status.suspended, "gateway.suspended")
+    _set_status(data_dir, store.set_gateway_status, client_id, Status.suspended,
+                "gateway.suspended", gateway=client_id)
 
 
 @gateways_app.command("resume")
 def gateways_resume(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Resume a suspended gateway."""
-    _set_gateway_status(data_dir, client_id, Status.active, "gateway.resumed")
+    _set_status(data_dir, store.set_gateway_status, client_id, Status.active,
+                "gateway.resumed", gateway=client_id)
 
 
 @gateways_app.command("remove")
 def gateways_remove(client_id: ClientIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Remove a gateway."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            store.delete_gateway(session, client_id)
-            session.commit()
-        local.audit("gateway.removed", gateway=client_id)
-        _note(f"gateway {client_id} removed")
+    _remove(data_dir, store.delete_gateway, client_id, "gateway", "gateway.removed",
+            gateway=client_id)
 
 
 # --- trust domains -------------------------------------------------------------------
@@ -502,11 +513,7 @@ def trust_domains_show(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Show one trust domain."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        td = store.fetch_trust_domain(session, name)
-        if td is None:
-            raise NotFound(f"no trust domain {name}")
-        _print(td)
+    _show(data_dir, store.fetch_trust_domain, name, "trust domain")
 
 
 @trust_domains_app.command("remove")
@@ -515,12 +522,8 @@ def trust_domains_remove(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Stop trusting a trust domain."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            store.delete_trust_domain(session, name)
-            session.commit()
-        local.audit("trust_domain.removed", trust_domain=name)
-        _note(f"trust domain {name} removed")
+    _remove(data_dir, store.delete_trust_domain, name, "trust domain", "trust_domain.removed",
+            trust_domain=name)
 
 
 # --- signing keys --------------------------------------------------------------------

@@ -10,8 +10,7 @@ import typer
 from sqlmodel import Session
 
 from broker.admin.issuers import issuer_audit_detail
-from broker.cli_admin import BY, DEFAULT_DATA_DIR, DataDir, _local, _note, _print
-from registry.errors import NotFound
+from broker.cli_admin import BY, DEFAULT_DATA_DIR, DataDir, _local, _print, _remove, _show
 from registry.issuers import (
     DEFAULT_USER_TOKEN_ALGORITHMS,
     IssuerDiscovery,
@@ -66,19 +65,10 @@ def issuers_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @issuers_app.command("show")
 def issuers_show(issuer: IssuerArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one trusted issuer."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        found = fetch_issuer(session, issuer)
-        if found is None:
-            raise NotFound(f"no trusted issuer {issuer}")
-        _print(found)
+    _show(data_dir, fetch_issuer, issuer, "trusted issuer")
 
 
 @issuers_app.command("remove")
 def issuers_remove(issuer: IssuerArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Stop trusting an issuer: its users' tokens are refused from the next refresh."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            delete_issuer(session, issuer)
-            session.commit()
-        local.audit("issuer.removed", issuer=issuer)
-        _note(f"issuer {issuer} removed")
+    _remove(data_dir, delete_issuer, issuer, "issuer", "issuer.removed", issuer=issuer)

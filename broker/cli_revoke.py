@@ -15,18 +15,23 @@ from typing import Annotated, Literal
 import typer
 from sqlmodel import Session
 
-from broker.audit import AuditEvent, AuditUnavailable, AuditWriter
 from broker.audit_query import AuditFilter, query_audit
 from broker.cli_admin import (
     BY,
     DEFAULT_DATA_DIR,
-    CommandError,
+    AuthMethod,
     DataDir,
+    JwksFile,
+    Limit,
+    Offset,
     _errors,
     _json_object,
     _local,
     _note,
     _print,
+    _remove,
+    _set_status,
+    _show,
 )
 from broker.db import make_engine
 from broker.resource_servers import (
@@ -41,7 +46,6 @@ from broker.revocation import RevocationKind
 from broker.revocation_service import revocation_event, store_revocation
 from broker.revocation_store import RevocationCreate, list_revocations
 from broker.settings import Settings
-from registry.errors import NotFound
 from registry.models import GatewayAuthMethod, Status
 
 revoke_app = typer.Typer(
@@ -66,18 +70,6 @@ def register(app: typer.Typer, audit_app: typer.Typer) -> None:
     audit_app.command("query")(audit_query)
 
 
-def _record(engine: object, event: AuditEvent) -> None:
-    writer = AuditWriter(engine)  # type: ignore[arg-type]
-    writer.start()
-    try:
-        writer.record_sync(event)
-    except AuditUnavailable as err:
-        raise CommandError("the change was saved but its audit record could not be "
-                           "written; check the audit store") from err
-    finally:
-        writer.stop()
-
-
 def _revoke(kind: RevocationKind, value: str, reason: str, suspend: bool,
             data_dir: Path) -> None:
     with _local(data_dir) as local:
@@ -86,7 +78,7 @@ def _revoke(kind: RevocationKind, value: str, reason: str, suspend: bool,
             local.engine, data, now=time.time(), by=BY, suspend=suspend,
             max_token_ttl_s=float(local.settings.keys.max_token_ttl_s),
         )
-        _record(local.engine, revocation_event(revoked, by=BY))
+        local.record(revocation_event(revoked, by=BY))
         if revoked.suspended:
             _note(f"{kind.value} {revoked.suspended} suspended")
         _print(revoked.revocation)
@@ -141,8 +133,8 @@ def revoke_subject(
 @revocations_app.command("list")
 def revocations_list(
     kind: Annotated[RevocationKind | None, typer.Option("--kind")] = None,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """List revocations still in force, newest first."""
@@ -159,10 +151,8 @@ def resource_servers_add(
     client_id: Annotated[str, typer.Option("--client-id", help="Its SPIFFE ID.")],
     audience: Annotated[list[str], typer.Option(
         "--audience", help="A token audience it may introspect (repeat).")],
-    auth_method: Annotated[GatewayAuthMethod, typer.Option(
-        "--auth-method", help="How it authenticates.")] = GatewayAuthMethod.jwt_spiffe,
-    jwks: Annotated[Path | None, typer.Option(
-        "--jwks", help="Its public keys (JWK Set file) for private_key_jwt.")] = None,
+    auth_method: AuthMethod = GatewayAuthMethod.jwt_spiffe,
+    jwks: JwksFile = None,
     description: Annotated[str, typer.Option("--description")] = "",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -174,10 +164,8 @@ def resource_servers_add(
         with Session(local.engine) as session:
             rs = create_resource_server(session, data, now=time.time())
             session.commit()
-        _record(local.engine, AuditEvent(
-            kind="admin", decision="changed", reason="resource_server.created",
-            detail={"by": BY, "resource_server": rs.client_id,
-                    "auth_method": str(rs.auth_method), "audiences": rs.audiences}))
+        local.audit("resource_server.created", resource_server=rs.client_id,
+                    auth_method=str(rs.auth_method), audiences=rs.audiences)
         _print(rs)
 
 
@@ -191,47 +179,29 @@ def resource_servers_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @resource_servers_app.command("show")
 def resource_servers_show(client_id: ClientId, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one resource server."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        rs = fetch_resource_server(session, client_id)
-        if rs is None:
-            raise NotFound(f"no resource server {client_id}")
-        _print(rs)
-
-
-def _set_status(client_id: str, status: Status, reason: str, data_dir: Path) -> None:
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            rs = set_resource_server_status(session, client_id, status, now=time.time())
-            session.commit()
-        _record(local.engine, AuditEvent(kind="admin", decision="changed", reason=reason,
-                                         detail={"by": BY, "resource_server": client_id}))
-        _print(rs)
+    _show(data_dir, fetch_resource_server, client_id, "resource server")
 
 
 @resource_servers_app.command("suspend")
 def resource_servers_suspend(client_id: ClientId,
                              data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Suspend a resource server: it may not introspect until resumed."""
-    _set_status(client_id, Status.suspended, "resource_server.suspended", data_dir)
+    _set_status(data_dir, set_resource_server_status, client_id, Status.suspended,
+                "resource_server.suspended", resource_server=client_id)
 
 
 @resource_servers_app.command("resume")
 def resource_servers_resume(client_id: ClientId, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Resume a suspended resource server."""
-    _set_status(client_id, Status.active, "resource_server.resumed", data_dir)
+    _set_status(data_dir, set_resource_server_status, client_id, Status.active,
+                "resource_server.resumed", resource_server=client_id)
 
 
 @resource_servers_app.command("remove")
 def resource_servers_remove(client_id: ClientId, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Remove a resource server."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            delete_resource_server(session, client_id)
-            session.commit()
-        _record(local.engine, AuditEvent(kind="admin", decision="changed",
-                                         reason="resource_server.removed",
-                                         detail={"by": BY, "resource_server": client_id}))
-        _note(f"resource server {client_id} removed")
+    _remove(data_dir, delete_resource_server, client_id, "resource server",
+            "resource_server.removed", resource_server=client_id)
 
 
 # --- audit query -----------------------------------------------------------------------
@@ -249,7 +219,7 @@ def audit_query(
     since: Annotated[float | None, typer.Option("--since", help="Epoch seconds.")] = None,
     until: Annotated[float | None, typer.Option("--until", help="Epoch seconds.")] = None,
     cursor: Annotated[int | None, typer.Option("--cursor", help="Page after this seq.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    limit: Limit = 100,
     order: Annotated[str, typer.Option("--order", help="asc or desc.")] = "asc",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:

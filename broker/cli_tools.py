@@ -18,11 +18,14 @@ from broker.cli_admin import (
     DEFAULT_DATA_DIR,
     CommandError,
     DataDir,
+    Limit,
+    Offset,
     _json_object,
     _local,
-    _note,
     _print,
     _read_json,
+    _remove,
+    _show,
 )
 from broker.decision import TtlBounds
 from broker.explain import ExplainRequest, Explanation, explain
@@ -30,7 +33,7 @@ from broker.tools.fetch import ToolFetcher, ToolFetchError
 from broker.tools.refresh import refresh_tool
 from registry import tool_store
 from registry.bounds import NamespaceBoundRule
-from registry.errors import Conflict, NotFound
+from registry.errors import Conflict
 from registry.snapshot import load_snapshot
 from registry.tool_store import ToolSource
 from registry.tools import Risk
@@ -107,8 +110,8 @@ def tools_register(
 
 @tools_app.command("list")
 def tools_list(
-    offset: Annotated[int, typer.Option(min=0)] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """List registered tools."""
@@ -119,11 +122,7 @@ def tools_list(
 @tools_app.command("show")
 def tools_show(tool_id: ToolIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one tool with its document in force."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        tool = tool_store.fetch_tool(session, tool_id)
-        if tool is None:
-            raise NotFound(f"no tool {tool_id}")
-        _print(tool)
+    _show(data_dir, tool_store.fetch_tool, tool_id, "tool")
 
 
 @tools_app.command("refresh")
@@ -144,12 +143,7 @@ def tools_refresh(tool_id: ToolIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> N
 @tools_app.command("remove")
 def tools_remove(tool_id: ToolIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Remove a tool: requests naming it are refused from the next refresh."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            tool_store.delete_tool(session, tool_id)
-            session.commit()
-        local.audit("tool.removed", tool_id=tool_id)
-        _note(f"tool {tool_id} removed")
+    _remove(data_dir, tool_store.delete_tool, tool_id, "tool", "tool.removed", tool_id=tool_id)
 
 
 # --- bounds ----------------------------------------------------------------------------------
@@ -190,22 +184,14 @@ def bounds_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @bounds_app.command("show")
 def bounds_show(pattern: PatternArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Show one namespace bound."""
-    with _local(data_dir) as local, Session(local.engine) as session:
-        bound = tool_store.fetch_bound(session, pattern)
-        if bound is None:
-            raise NotFound(f"no namespace bound {pattern}")
-        _print(bound)
+    _show(data_dir, tool_store.fetch_bound, pattern, "namespace bound")
 
 
 @bounds_app.command("remove")
 def bounds_remove(pattern: PatternArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Remove a bound: agents it alone covered get nothing from the next refresh."""
-    with _local(data_dir) as local:
-        with Session(local.engine) as session:
-            tool_store.delete_bound(session, pattern)
-            session.commit()
-        local.audit("bound.removed", pattern=pattern)
-        _note(f"namespace bound {pattern} removed")
+    _remove(data_dir, tool_store.delete_bound, pattern, "namespace bound", "bound.removed",
+            pattern=pattern)
 
 
 # --- explain ---------------------------------------------------------------------------------

@@ -37,7 +37,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **kwargs)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         connect_args=PG_SOCKET_LIMITS, **kwargs)
+
+
+# The audit batch commits on the event loop's thread (broker/audit.py): a database host that
+# vanishes must fail the call, not hold the loop. libpq's TCP keepalives find a silent peer
+# in about 8 s; tcp_user_timeout ends a send left unacknowledged for 10 s.
+PG_SOCKET_LIMITS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,
+                    "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": 10000}
 
 
 def alembic_config(url: str) -> Config:

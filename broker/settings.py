@@ -19,7 +19,7 @@ class AuditSettings(BaseSettings):
 
     batch_max: int = Field(default=256, ge=1, le=10_000)
     # how long the writer waits for more records before committing a batch
-    batch_wait_ms: float = Field(default=1.0, ge=0.0, le=100.0)
+    batch_wait_ms: float = Field(default=0.0, ge=0.0, le=100.0)
     timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
 
 

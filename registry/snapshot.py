@@ -154,7 +154,7 @@ class SnapshotHolder:
         self._engine = engine
         self._poll_interval_s = poll_interval_s
         self._on_change = on_change
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,16 +165,19 @@ class SnapshotHolder:
 
     def refresh(self, *, force: bool = False) -> bool:
         """Rebuild the snapshot if the stored version moved. True if it changed."""
-        with self._lock, Session(self._engine) as session:
-            version = read_version(session)
-            if not force and version == self.current.version:
-                self.last_refresh_ok = time.monotonic()
-                return False
-            snap = load_snapshot(session)
+        # The hooks run under the lock too: a caller whose refresh finds the version
+        # already taken by another thread returns only once that thread has applied it.
+        with self._lock:
+            with Session(self._engine) as session:
+                version = read_version(session)
+                if not force and version == self.current.version:
+                    self.last_refresh_ok = time.monotonic()
+                    return False
+                snap = load_snapshot(session)
             self.current = snap
             self.last_refresh_ok = time.monotonic()
-        if self._on_change is not None:
-            self._on_change(snap)
+            if self._on_change is not None:
+                self._on_change(snap)
         return True
 
     def wake(self) -> None:

@@ -5,7 +5,7 @@
 For each backend (SQLite in a temporary file with ``synchronous=FULL``, as Writ runs it; and
 PostgreSQL in a database of its own that is created on the given server and dropped
 afterwards) and each batch size, it appends ``N`` batches of a typical token record through
-``AuditWriter._append``: the same code path the writer thread runs, including the commit.
+``AuditWriter._append``: the code each batch of ``POST /token`` runs, including the commit.
 It reports the CPU time of the process (user + system) and the wall time per batch and per
 record. No HTTP and no event loop are involved, so the numbers isolate the writer.
 """

@@ -1,9 +1,9 @@
 """Bench only: Writ whose audit writer records nothing, so ``scripts/bench_token.py --audit
 off`` can measure what the durable, hash-chained audit record costs ``POST /token``.
 
-This module is not part of the installed package and no setting reaches it: it is loaded only
-by ``uvicorn --factory bench_noaudit:create --app-dir scripts``, which the bench script runs.
-Never deploy it: a Writ built here returns tokens that leave no audit record.
+This module is not part of the installed package and no setting of Writ reaches it: it is
+loaded only by ``uvicorn --factory bench_noaudit:create --app-dir scripts``, which the bench
+script runs. Never deploy it: a Writ built here returns tokens that leave no audit record.
 """
 
 from __future__ import annotations

@@ -670,8 +670,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to run, one server each (default: 1 2)")
     parser.add_argument("--audit", nargs="+", choices=("durable", "off"), default=["durable"],
-                        help="durable: writ serve (default); off: a bench-only app whose "
-                        "audit writer records nothing, to measure what the audit costs")
+                        help="durable: writ serve (default); off: a bench-only app whose audit "
+                        "writer records nothing (scripts/bench_noaudit.py), to measure what "
+                        "the audit costs")
     parser.add_argument("--scenarios", nargs="+", choices=("warm", "cold", "replace"),
                         default=["warm", "cold", "replace"],
                         help="scenarios to run (default: all three)")

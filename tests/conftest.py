@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +22,10 @@ from broker.app import create_app
 from broker.db import make_engine
 from broker.dev import DevTrustDomain, seed
 from broker.settings import Settings
+
+if TYPE_CHECKING:  # tests.world imports this module
+    from tests.idp import TestIssuer
+    from tests.world import World
 
 PG_URL = os.environ.get("WRIT_TEST_POSTGRES_URL")
 ISSUER = "http://writ.test"
@@ -108,3 +113,22 @@ def client(
     app = create_app(settings, engine=engine, clock=clock)
     with TestClient(app, base_url=ISSUER) as tc:
         yield tc
+
+
+@pytest.fixture
+def idp() -> TestIssuer:
+    """The trusted user-token issuer of the agent world (tests/world.py)."""
+    from tests.idp import TestIssuer
+    from tests.world import IDP
+
+    return TestIssuer(IDP)
+
+
+@pytest.fixture
+def world(settings: Settings, engine: Engine, seeded: DevTrustDomain, clock: FrozenClock,
+          idp: TestIssuer) -> Iterator[World]:
+    """The agent world of tests/world.py, served by a Writ app on the test database."""
+    from tests.world import open_world
+
+    with open_world(settings, engine, seeded, clock, idp) as w:
+        yield w

@@ -223,3 +223,152 @@ def test_verify_and_export_of_an_intact_chain(engine: Engine, db_url: str,
     query = writ(db_url, "audit", "query", "--subject", USER, "--limit", "2", cwd=tmp_path)
     assert [json.loads(x)["seq"] for x in query.stdout.splitlines()] == [3, 4]
     assert "more: --cursor 4" in query.stderr
+
+
+def test_writers_of_two_replicas_share_one_chain(engine: Engine, db_url: str) -> None:
+    """Two writers (two replicas) appending at once: each finds the chain moved under it
+    and rereads the head under lock, so ``seq`` has no gap and every link holds."""
+    import threading
+
+    from broker.db import make_engine
+
+    other_engine = make_engine(db_url)
+    writers = [AuditWriter(engine), AuditWriter(other_engine)]
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def work(writer: AuditWriter) -> None:
+        for i in range(60):
+            seq = writer.record_sync(AuditEvent(kind="token", decision="issued", jti=str(i)))
+            with lock:
+                seqs.append(seq)
+
+    for w in writers:
+        w.start()
+    try:
+        threads = [threading.Thread(target=work, args=(w,)) for w in writers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for w in writers:
+            w.stop()
+        other_engine.dispose()
+    assert sorted(seqs) == list(range(1, 121))
+    verdict = verify_chain(engine)
+    assert verdict.ok and verdict.count == 120
+
+
+def test_records_of_one_event_loop_turn_share_one_commit(engine: Engine) -> None:
+    """Group commit (DESIGN §6): requests reaching their audit step in the same turn of the
+    event loop are appended in one transaction, each answered with its own ``seq``."""
+    import asyncio
+
+    writer = AuditWriter(engine)
+    writer.start()
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*(
+            writer.record(AuditEvent(kind="token", decision="issued", jti=str(i)))
+            for i in range(20)))
+
+    try:
+        got = asyncio.run(burst())
+    finally:
+        writer.stop()
+    assert got == list(range(1, 21))
+    assert (writer.batches, writer.records) == (1, 20)
+    assert verify_chain(engine).count == 20
+
+
+class HeadLock:
+    """Another replica's transaction holding the chain head's lock: SQLite's write lock
+    (``BEGIN IMMEDIATE`` on a connection of its own), or the head row's lock on PostgreSQL."""
+
+    def __init__(self, engine: Engine) -> None:
+        from broker.audit import GENESIS
+
+        with engine.begin() as conn:  # the head row of an empty chain, so it can be locked
+            conn.execute(text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"),
+                         {"h": GENESIS})
+        self._conn = engine.raw_connection()
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    def take(self) -> None:
+        cur = self._conn.cursor()
+        if self._sqlite:
+            self._conn.driver_connection.isolation_level = None  # type: ignore[union-attr]
+            cur.execute("BEGIN IMMEDIATE")
+        else:
+            cur.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        cur.close()
+
+    def release(self) -> None:
+        if self._sqlite:
+            self._conn.cursor().execute("COMMIT")
+        else:
+            self._conn.commit()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def test_a_locked_chain_delays_the_record_but_not_the_event_loop(engine: Engine) -> None:
+    """Another process holding the chain head's lock: the writer never waits for it on the
+    loop's thread (no SQLite busy handler, PostgreSQL's NOWAIT); it retries while the loop
+    goes on serving."""
+    import asyncio
+
+    lock = HeadLock(engine)
+    writer = AuditWriter(engine, timeout_s=5.0)
+    writer.start()
+
+    async def scenario() -> tuple[int, int, int]:
+        ticks = 0
+        lock.take()
+        asyncio.get_running_loop().call_later(0.15, lock.release)
+        pending = asyncio.ensure_future(
+            writer.record(AuditEvent(kind="token", decision="issued", jti="a")))
+        while not pending.done():
+            ticks += 1
+            await asyncio.sleep(0.001)
+        late = await writer.record(AuditEvent(kind="token", decision="issued", jti="b"))
+        return pending.result(), late, ticks
+
+    try:
+        first, second, ticks = asyncio.run(scenario())
+    finally:
+        writer.stop()
+        lock.close()
+    assert (first, second) == (1, 2)
+    assert ticks >= 50  # the loop kept turning while the lock was held (about 150 ms)
+    assert verify_chain(engine).count == 2
+
+
+def test_a_lock_held_past_the_audit_timeout_fails_the_record(engine: Engine) -> None:
+    """Past ``WRIT_AUDIT_TIMEOUT_S`` the request gets ``AuditUnavailable`` (a 503 on /token)
+    and nothing is written; the writer recovers once the lock is released."""
+    import asyncio
+
+    from broker.audit import AuditUnavailable
+
+    lock = HeadLock(engine)
+    writer = AuditWriter(engine, timeout_s=0.2)
+    writer.start()
+    try:
+        lock.take()
+        with pytest.raises(AuditUnavailable):
+            asyncio.run(writer.record(AuditEvent(kind="token", decision="issued", jti="lost")))
+        with pytest.raises(AuditUnavailable):  # the thread path waits just as long
+            writer.record_sync(AuditEvent(kind="admin", decision="changed", jti="lost"))
+        lock.release()
+        assert asyncio.run(writer.record(AuditEvent(kind="token", decision="issued"))) == 1
+    finally:
+        writer.stop()
+        lock.close()
+    verdict = verify_chain(engine)
+    assert verdict.ok and verdict.count == 1
+    with engine.connect() as conn:
+        lost = "SELECT count(*) FROM audit_records WHERE jti = 'lost'"
+        assert conn.execute(text(lost)).scalar() == 0

@@ -8,16 +8,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from joserfc.jwk import ECKey
 from sqlalchemy import Engine, event
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from broker.audit import AuditRecord
 from broker.dev import DEV_GATEWAY, DevTrustDomain
 from broker.revocation import RevocationEntry, RevocationKind
 from broker.settings import Settings
@@ -49,27 +47,10 @@ from tests.world import (
     World,
     decode,
     open_world,
+    token_rows,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "delegation_refusals.json").read_text())
-
-
-@pytest.fixture
-def idp() -> TestIssuer:
-    return TestIssuer(IDP)
-
-
-@pytest.fixture
-def world(settings: Settings, engine: Engine, seeded: DevTrustDomain, clock: FrozenClock,
-          idp: TestIssuer) -> Iterator[World]:
-    with open_world(settings, engine, seeded, clock, idp) as w:
-        yield w
-
-
-def token_rows(engine: Engine) -> list[AuditRecord]:
-    with Session(engine) as s:
-        stmt = select(AuditRecord).where(col(AuditRecord.kind) == "token")
-        return list(s.exec(stmt.order_by(col(AuditRecord.seq))))
 
 
 def verifier(world: World, clock: FrozenClock) -> TxnTokenVerifier:

@@ -192,3 +192,25 @@ def test_audit_writer_replaces_a_connection_lost_while_idle() -> None:
         finally:
             writer.stop()
             engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_connections_bound_a_silent_peer() -> None:
+    """The audit batch commits on the event loop's thread, so a vanished database host must
+    fail the call: every PostgreSQL connection carries TCP keepalives and a send timeout."""
+    if not PG_URL:
+        pytest.skip("WRIT_TEST_POSTGRES_URL not set")
+    engine = make_engine(PG_URL)
+    try:
+        conn = engine.raw_connection()
+        try:
+            dsn = dict(p.split("=", 1) for p in conn.driver_connection.info.dsn.split())  # type: ignore[union-attr]
+        finally:
+            conn.close()
+    finally:
+        engine.dispose()
+    assert dsn["keepalives"] == "1"
+    assert int(dsn["keepalives_idle"]) + int(dsn["keepalives_interval"]) * int(
+        dsn["keepalives_count"]) <= 10  # a silent peer is found within 10 s
+    assert int(dsn["tcp_user_timeout"]) <= 10_000
+    assert int(dsn["connect_timeout"]) <= 10

@@ -5,18 +5,15 @@ refusal of tests/vectors/obo_refusals.json with its exact error and audited reas
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from broker.audit import AuditRecord
 from broker.dev import DEV_GATEWAY, DevTrustDomain
-from broker.settings import Settings
 from jwks import AT_JWT_TYP, StaticKeys, TxnTokenVerifier
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN
 from registry.issuers import delete_issuer
@@ -33,28 +30,10 @@ from tests.world import (
     TXN_TOOL,
     World,
     decode,
-    open_world,
+    token_rows,
 )
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "obo_refusals.json").read_text())
-
-
-@pytest.fixture
-def idp() -> TestIssuer:
-    return TestIssuer(IDP)
-
-
-@pytest.fixture
-def world(settings: Settings, engine: Engine, seeded: DevTrustDomain, clock: FrozenClock,
-          idp: TestIssuer) -> Iterator[World]:
-    with open_world(settings, engine, seeded, clock, idp) as w:
-        yield w
-
-
-def token_rows(engine: Engine) -> list[AuditRecord]:
-    with Session(engine) as s:
-        stmt = select(AuditRecord).where(col(AuditRecord.kind) == "token")
-        return list(s.exec(stmt.order_by(col(AuditRecord.seq))))
 
 
 def test_txn_token_on_behalf_of_user_exact(world: World, clock: FrozenClock,

@@ -47,3 +47,42 @@ def test_change_reaches_other_replica(engine: Engine, db_url: str, seeded: DevTr
     finally:
         other.stop()
         other_engine.dispose()
+
+
+def test_refresh_returns_only_once_the_change_is_applied(
+    engine: Engine, seeded: DevTrustDomain, clock: FrozenClock
+) -> None:
+    """A refresh that finds the new version already taken by another thread (the poller,
+    woken by a notification) returns only after that thread's change hooks have run, so a
+    caller that refreshed after a write never serves the old bundles."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    applied: list[int] = []
+
+    def hook(snap: object) -> None:
+        if threading.current_thread().name == "poller":
+            entered.set()
+            release.wait(5.0)
+        applied.append(snap.version)  # type: ignore[attr-defined]
+
+    holder = SnapshotHolder(engine, on_change=hook)
+    holder.refresh(force=True)
+    with Session(engine) as s:
+        store.set_agent_status(s, DEV_AGENT, Status.suspended, now=clock())
+        s.commit()
+    poller = threading.Thread(target=holder.refresh, name="poller")
+    poller.start()
+    try:
+        assert entered.wait(5.0)
+        caller = threading.Thread(target=holder.refresh, name="caller")
+        caller.start()
+        caller.join(0.3)
+        assert caller.is_alive()  # waits for the poller's hooks
+        release.set()
+        caller.join(5.0)
+        assert not caller.is_alive()
+        assert applied[-1] == holder.current.version
+    finally:
+        release.set()
+        poller.join(5.0)

@@ -19,9 +19,10 @@ from urllib.parse import urlencode
 import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from broker.app import create_app
+from broker.audit import AuditRecord
 from broker.dev import DEV_GATEWAY, DevTrustDomain
 from broker.settings import Settings
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
@@ -218,6 +219,12 @@ def open_world(settings: Settings, engine: Engine, td: DevTrustDomain, clock: An
     broker.user_tokens.use_http(httpx.Client(transport=idp.transport()))
     with TestClient(app, base_url=ISSUER) as client:
         yield World(client, broker, Requests(td, ISSUER), idp, clock, engine)
+
+
+def token_rows(engine: Engine) -> list[AuditRecord]:
+    with Session(engine) as s:
+        stmt = select(AuditRecord).where(col(AuditRecord.kind) == "token")
+        return list(s.exec(stmt.order_by(col(AuditRecord.seq))))
 
 
 def decode(token: str) -> tuple[dict[str, Any], dict[str, Any]]:

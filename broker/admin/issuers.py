@@ -8,15 +8,14 @@ so a namespace-bound admin token may read issuers but not change them.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.admin.auth import AdminApiError, forbidden, require_scope
-from broker.admin.routes import AdminRoute
+from broker.admin.auth import forbidden, require_scope
+from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.audit import AuditEvent, AuditUnavailable
+from broker.audit import AuditEvent
 from broker.runtime import Broker
-from registry.errors import Conflict, NotFound
+from registry.errors import NotFound
 from registry.issuers import (
     TrustedIssuerCreate,
     TrustedIssuerPublic,
@@ -44,24 +43,15 @@ def issuers_router(broker: Broker) -> APIRouter:
 
     def changed(principal: AdminToken, reason: str, **detail: Any) -> None:
         broker.snapshots.refresh()  # this replica applies the change at once (DESIGN §6)
-        event = AuditEvent(kind="admin", decision="changed", reason=reason,
-                           detail={"by": principal.id, **detail})
-        try:
-            broker.audit.record_sync(event)
-        except AuditUnavailable as err:
-            raise AdminApiError(503, "temporarily_unavailable",
-                                "the change was saved but its audit record could not be "
-                                "written; check the audit store") from err
+        record_change(broker, AuditEvent(kind="admin", decision="changed", reason=reason,
+                                         detail={"by": principal.id, **detail}))
 
     @router.post("/issuers", status_code=201, response_model=TrustedIssuerPublic)
     def create(body: TrustedIssuerCreate, principal: IssuersWrite) -> TrustedIssuerPublic:
         unbound(principal)
         with Session(broker.engine) as session:
             issuer = create_issuer(session, body, now=broker.clock(), by=principal.id)
-            try:
-                session.commit()
-            except IntegrityError as err:
-                raise Conflict("a concurrent change conflicts with this one") from err
+            commit_or_conflict(session)
         changed(principal, "issuer.created", **issuer_audit_detail(issuer))
         return issuer
 

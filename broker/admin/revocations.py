@@ -11,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from broker.admin.auth import AdminApiError, forbidden, require_scope
-from broker.admin.routes import AdminRoute
+from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.audit import AuditEvent, AuditUnavailable
+from broker.audit import AuditEvent
 from broker.audit_query import AuditFilter, AuditPage, query_audit
 from broker.resource_servers import (
     ResourceServerCreate,
@@ -35,7 +35,7 @@ from broker.revocation_service import RevocationService, revocation_event
 from broker.revocation_store import RevocationCreate, RevocationPublic, list_revocations
 from jwks.errors import JwksError
 from registry import store
-from registry.errors import Conflict, Invalid, NotFound
+from registry.errors import Invalid, NotFound
 from registry.models import Status
 from registry.namespace import pattern_within, within
 
@@ -67,14 +67,6 @@ def revocation_router(service: RevocationService) -> APIRouter:
     AuditRead = Annotated[AdminToken, scope(AdminScope.audit_read)]
     Offset = Annotated[int, Query(ge=0)]
     Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
-
-    def record(event: AuditEvent) -> None:
-        try:
-            broker.audit.record_sync(event)
-        except AuditUnavailable as err:
-            raise AdminApiError(503, "temporarily_unavailable",
-                                "the change was saved but its audit record could not be "
-                                "written; check the audit store") from err
 
     def unbound(principal: AdminToken, what: str) -> None:
         if principal.namespaces:
@@ -108,7 +100,7 @@ def revocation_router(service: RevocationService) -> APIRouter:
         except SQLAlchemyError as err:
             raise AdminApiError(503, "temporarily_unavailable",
                                 "the revocation could not be stored; try again") from err
-        record(revocation_event(revoked, by=principal.id))
+        record_change(broker, revocation_event(revoked, by=principal.id))
         return RevocationResult(revocation=revoked.revocation, suspended=revoked.suspended)
 
     @router.get("/revocations", response_model=list[RevocationPublic])
@@ -123,22 +115,16 @@ def revocation_router(service: RevocationService) -> APIRouter:
 
     def rs_changed(principal: AdminToken, reason: str, client_id: str, **detail: Any) -> None:
         broker.snapshots.refresh()  # this replica applies the change at once (DESIGN §6)
-        record(AuditEvent(kind="admin", decision="changed", reason=reason,
-                          detail={"by": principal.id, "resource_server": client_id, **detail}))
-
-    def commit(session: Session) -> None:
-        try:
-            session.commit()
-        except IntegrityError as err:
-            session.rollback()
-            raise Conflict("a concurrent change conflicts with this one") from err
+        record_change(broker, AuditEvent(
+            kind="admin", decision="changed", reason=reason,
+            detail={"by": principal.id, "resource_server": client_id, **detail}))
 
     @router.post("/resource-servers", status_code=201, response_model=ResourceServerPublic)
     def create_rs(body: ResourceServerCreate, principal: RsWrite) -> ResourceServerPublic:
         unbound(principal, "register resource servers")
         with Session(broker.engine) as session:
             rs = create_resource_server(session, body, now=broker.clock())
-            commit(session)
+            commit_or_conflict(session)
         rs_changed(principal, "resource_server.created", rs.client_id,
                    auth_method=str(rs.auth_method), audiences=rs.audiences)
         return rs
@@ -163,7 +149,7 @@ def revocation_router(service: RevocationService) -> APIRouter:
         unbound(principal, "change resource servers")
         with Session(broker.engine) as session:
             rs = update_resource_server(session, client_id, body, now=broker.clock())
-            commit(session)
+            commit_or_conflict(session)
         rs_changed(principal, "resource_server.updated", client_id,
                    changed=sorted(body.model_fields_set), audiences=rs.audiences)
         return rs
@@ -173,7 +159,7 @@ def revocation_router(service: RevocationService) -> APIRouter:
         unbound(principal, "change resource servers")
         with Session(broker.engine) as session:
             rs = set_resource_server_status(session, client_id, status, now=broker.clock())
-            commit(session)
+            commit_or_conflict(session)
         rs_changed(principal, reason, client_id)
         return rs
 
@@ -193,7 +179,7 @@ def revocation_router(service: RevocationService) -> APIRouter:
         unbound(principal, "change resource servers")
         with Session(broker.engine) as session:
             delete_resource_server(session, client_id)
-            commit(session)
+            commit_or_conflict(session)
         rs_changed(principal, "resource_server.removed", client_id)
         return Response(status_code=204)
 

@@ -205,12 +205,23 @@ def _check_token_grant(principal: AdminToken, scopes: list[str], namespaces: lis
         raise forbidden("an admin token cannot manage a token wider than its namespaces")
 
 
-def _commit(session: Session) -> None:
+def commit_or_conflict(session: Session) -> None:
     try:
         session.commit()
     except IntegrityError as err:  # a concurrent write took the same key
         session.rollback()
         raise Conflict("a concurrent change conflicts with this one") from err
+
+
+def record_change(broker: Broker, event: AuditEvent) -> None:
+    """DESIGN §7: every registry change is an audit record; never a secret in it. The change
+    is saved by then, so a record that cannot be written is a 503 that says so."""
+    try:
+        broker.audit.record_sync(event)
+    except AuditUnavailable as err:
+        raise AdminApiError(503, "temporarily_unavailable",
+                            "the change was saved but its audit record could not be "
+                            "written; check the audit store") from err
 
 
 def _page_within(fetch: Callable[[int, int], list[AgentPublic]], namespaces: tuple[str, ...],
@@ -256,15 +267,9 @@ def admin_router(broker: Broker) -> APIRouter:
 
     def audit(principal: AdminToken, reason: str, *, agent: str | None = None,
               gateway: str | None = None, **detail: Any) -> None:
-        """DESIGN §7: every registry change is an audit record; never a secret in it."""
-        event = AuditEvent(kind="admin", decision="changed", reason=reason, agent=agent,
-                           gateway=gateway, detail={"by": principal.id, **detail})
-        try:
-            broker.audit.record_sync(event)
-        except AuditUnavailable as err:
-            raise AdminApiError(503, "temporarily_unavailable",
-                                "the change was saved but its audit record could not be "
-                                "written; check the audit store") from err
+        record_change(broker, AuditEvent(kind="admin", decision="changed", reason=reason,
+                                         agent=agent, gateway=gateway,
+                                         detail={"by": principal.id, **detail}))
 
     def changed(principal: AdminToken, reason: str, **kwargs: Any) -> None:
         broker.snapshots.refresh()  # this replica applies the change at once (DESIGN §6)
@@ -280,7 +285,7 @@ def admin_router(broker: Broker) -> APIRouter:
             check_bundle(body.name, body.bundle, broker.clock())
         with Session(broker.engine) as session:
             td = store.create_trust_domain(session, body, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "trust_domain.created", trust_domain=td.name, source=str(td.source))
         return td
 
@@ -314,7 +319,7 @@ def admin_router(broker: Broker) -> APIRouter:
             if body.bundle is not None:
                 check_bundle(name, body.bundle, broker.clock())
             td = store.update_trust_domain(session, name, body, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "trust_domain.updated", trust_domain=name, changed=sorted(fields))
         return td
 
@@ -322,7 +327,7 @@ def admin_router(broker: Broker) -> APIRouter:
     def delete_trust_domain(name: str, principal: TdWrite) -> Response:
         with Session(broker.engine) as session:
             store.delete_trust_domain(session, name)
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "trust_domain.removed", trust_domain=name)
         return Response(status_code=204)
 
@@ -333,7 +338,7 @@ def admin_router(broker: Broker) -> APIRouter:
         _check_agent_bounds(principal, body.spiffe_id)
         with Session(broker.engine) as session:
             agent = store.create_agent(session, body, now=broker.clock(), by=principal.id)
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "agent.created", agent=agent.spiffe_id,
                 charter_version=agent.charter_version, charter_hash=agent.charter_hash)
         return agent
@@ -363,7 +368,7 @@ def admin_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             agent = store.update_agent(session, spiffe_id, body, now=broker.clock(),
                                        by=principal.id)
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "agent.updated", agent=spiffe_id, changed=sorted(body.model_fields_set),
                 charter_version=agent.charter_version, charter_hash=agent.charter_hash)
         return agent
@@ -373,7 +378,7 @@ def admin_router(broker: Broker) -> APIRouter:
         _check_agent_bounds(principal, spiffe_id)
         with Session(broker.engine) as session:
             agent = store.set_agent_status(session, spiffe_id, status, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, reason, agent=spiffe_id)
         return agent
 
@@ -390,7 +395,7 @@ def admin_router(broker: Broker) -> APIRouter:
         _check_agent_bounds(principal, spiffe_id)
         with Session(broker.engine) as session:
             store.delete_agent(session, spiffe_id)
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "agent.removed", agent=spiffe_id)
         return Response(status_code=204)
 
@@ -408,7 +413,7 @@ def admin_router(broker: Broker) -> APIRouter:
         check_public_jwks(body.jwks)
         with Session(broker.engine) as session:
             gateway = store.create_gateway(session, body, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "gateway.created", gateway=gateway.client_id,
                 auth_method=str(gateway.auth_method), agent_namespaces=gateway.agent_namespaces)
         return gateway
@@ -435,7 +440,7 @@ def admin_router(broker: Broker) -> APIRouter:
             if body.agent_namespaces is not None:
                 _check_gateway_bounds(principal, body.agent_namespaces)
             gateway = store.update_gateway(session, client_id, body, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "gateway.updated", gateway=client_id,
                 changed=sorted(body.model_fields_set))
         return gateway
@@ -445,7 +450,7 @@ def admin_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             _check_gateway_bounds(principal, existing_gateway(session, client_id).agent_namespaces)
             gateway = store.set_gateway_status(session, client_id, status, now=broker.clock())
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, reason, gateway=client_id)
         return gateway
 
@@ -462,7 +467,7 @@ def admin_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             _check_gateway_bounds(principal, existing_gateway(session, client_id).agent_namespaces)
             store.delete_gateway(session, client_id)
-            _commit(session)
+            commit_or_conflict(session)
         changed(principal, "gateway.removed", gateway=client_id)
         return Response(status_code=204)
 
@@ -476,7 +481,7 @@ def admin_router(broker: Broker) -> APIRouter:
             raise Invalid("expires_at must be in the future")
         with Session(broker.engine) as session:
             issued = create_admin_token(session, body, now=now, by=principal.id)
-            _commit(session)
+            commit_or_conflict(session)
         audit(principal, "admin_token.created", token_id=issued.id, name=issued.name,
               scopes=issued.scopes, namespaces=issued.namespaces)
         return issued
@@ -495,7 +500,7 @@ def admin_router(broker: Broker) -> APIRouter:
             _check_token_grant(principal, row.scopes, row.namespaces)
             if row.revoked_at is None:  # revoking twice keeps the first time
                 revoke_admin_token(session, token_id, now=broker.clock())
-                _commit(session)
+                commit_or_conflict(session)
                 audit(principal, "admin_token.revoked", token_id=token_id)
         return Response(status_code=204)
 

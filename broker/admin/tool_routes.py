@@ -12,13 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from broker.admin.auth import AdminApiError, forbidden, require_scope
-from broker.admin.routes import AdminRoute
+from broker.admin.auth import forbidden, require_scope
+from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.audit import AuditEvent, AuditUnavailable
+from broker.audit import AuditEvent
 from broker.runtime import Broker
 from broker.tools.fetch import ToolFetchError
 from broker.tools.refresh import refresh_tool
@@ -89,24 +88,11 @@ def tools_router(broker: Broker) -> APIRouter:
         if principal.namespaces and not pattern_within(pattern, tuple(principal.namespaces)):
             raise forbidden("this admin token may not set bounds outside its namespaces")
 
-    def commit(session: Session) -> None:
-        try:
-            session.commit()
-        except IntegrityError as err:  # a concurrent write took the same key
-            session.rollback()
-            raise Conflict("a concurrent change conflicts with this one") from err
-
     def changed(principal: AdminToken, reason: str, *, tool: str | None = None,
                 **detail: Any) -> None:
         broker.snapshots.refresh()  # this replica applies the change at once (DESIGN §6)
-        event = AuditEvent(kind="admin", decision="changed", reason=reason, tool=tool,
-                           detail={"by": principal.id, **detail})
-        try:
-            broker.audit.record_sync(event)
-        except AuditUnavailable as err:
-            raise AdminApiError(503, "temporarily_unavailable",
-                                "the change was saved but its audit record could not be "
-                                "written; check the audit store") from err
+        record_change(broker, AuditEvent(kind="admin", decision="changed", reason=reason,
+                                         tool=tool, detail={"by": principal.id, **detail}))
 
     # --- tools -----------------------------------------------------------------------
 
@@ -126,7 +112,7 @@ def tools_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             tool = tool_store.create_tool(session, doc, source=source, times=times, now=now,
                                           by=principal.id)
-            commit(session)
+            commit_or_conflict(session)
         changed(principal, "tool.registered", tool=tool.tool_id, **tool_audit(tool))
         return tool
 
@@ -171,7 +157,7 @@ def tools_router(broker: Broker) -> APIRouter:
                 raise Conflict(f"tool {tool_id} is registered by URL; refresh it instead")
             tool = tool_store.update_tool_document(session, tool_id, doc, times=None,
                                                    now=broker.clock())
-            commit(session)
+            commit_or_conflict(session)
         changed(principal, "tool.pinned", tool=tool_id, previous_hash=current.document_hash,
                 **tool_audit(tool))
         return tool
@@ -181,7 +167,7 @@ def tools_router(broker: Broker) -> APIRouter:
         unbound(principal)
         with Session(broker.engine) as session:
             tool_store.delete_tool(session, tool_id)
-            commit(session)
+            commit_or_conflict(session)
         changed(principal, "tool.removed", tool=tool_id)
         return Response(status_code=204)
 
@@ -195,7 +181,7 @@ def tools_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             bound, created = tool_store.put_bound(session, body, now=broker.clock(),
                                                   by=principal.id)
-            commit(session)
+            commit_or_conflict(session)
         changed(principal, "bound.created" if created else "bound.updated",
                 pattern=bound.pattern, tags=bound.tags, scopes=bound.scopes,
                 max_risk=bound.max_risk.value)
@@ -221,7 +207,7 @@ def tools_router(broker: Broker) -> APIRouter:
                 raise NotFound(f"no namespace bound {pattern}")
             within_token(principal, pattern)
             tool_store.delete_bound(session, pattern)
-            commit(session)
+            commit_or_conflict(session)
         changed(principal, "bound.removed", pattern=pattern)
         return Response(status_code=204)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.audit import AuditEvent
 from broker.claims import AccessTokenPlan, build_access_token_claims
 from broker.grants.base import Issued, TokenContext
-from broker.svid import token_fingerprint
+from broker.grants.mint import issued_event
 from jwks.claims import AT_JWT_TYP, TOKEN_TYPE_ACCESS_TOKEN
 
 
@@ -24,25 +23,9 @@ def issue_access_token(
     # RFC 9068 §2.1: typ "at+jwt"
     token = ctx.signer.sign(build_access_token_claims(plan), typ=AT_JWT_TYP)
     scope = " ".join(plan.scope)
-    event = AuditEvent(
-        kind="token",
-        decision="issued",
-        reason="ok",
-        gateway=gateway,
-        agent=agent,
-        subject=plan.subject,
-        tool=tool,
-        scope=scope,
-        txn=None,
-        jti=plan.jti,
-        detail={
-            **detail,
-            "token_sha256": token_fingerprint(token),
-            "kid": ctx.signer.kid,
-            "exp": plan.expires_at,
-            "aud": plan.audience,
-        },
-    )
+    event = issued_event(ctx, token, gateway=gateway, agent=agent, subject=plan.subject,
+                         tool=tool, scope=scope, txn=None, jti=plan.jti,
+                         expires_at=plan.expires_at, detail={**detail, "aud": plan.audience})
     response = {
         "access_token": token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,

@@ -12,6 +12,30 @@ from broker.svid import token_fingerprint
 from jwks.claims import TOKEN_TYPE_TXN_TOKEN, TXN_TOKEN_TYP
 
 
+def issued_event(
+    ctx: TokenContext,
+    token: str,
+    *,
+    gateway: str,
+    agent: str,
+    subject: str,
+    tool: str | None,
+    scope: str,
+    txn: str | None,
+    jti: str,
+    expires_at: int,
+    detail: dict[str, Any],
+) -> AuditEvent:
+    """The audit record of an issued token: its fingerprint and signing key, never the token
+    (DESIGN §6)."""
+    return AuditEvent(
+        kind="token", decision="issued", reason="ok", gateway=gateway, agent=agent,
+        subject=subject, tool=tool, scope=scope, txn=txn, jti=jti,
+        detail={**detail, "token_sha256": token_fingerprint(token), "kid": ctx.signer.kid,
+                "exp": expires_at},
+    )
+
+
 def issue_txn_token(
     ctx: TokenContext,
     plan: TxnTokenPlan,
@@ -23,24 +47,9 @@ def issue_txn_token(
 ) -> Issued:
     token = ctx.signer.sign(build_txn_claims(plan), typ=TXN_TOKEN_TYP)
     scope = " ".join(plan.scope)
-    event = AuditEvent(
-        kind="token",
-        decision="issued",
-        reason="ok",
-        gateway=gateway,
-        agent=agent,
-        subject=plan.subject,
-        tool=tool,
-        scope=scope,
-        txn=plan.txn,
-        jti=plan.jti,
-        detail={
-            **detail,
-            "token_sha256": token_fingerprint(token),
-            "kid": ctx.signer.kid,
-            "exp": plan.expires_at,
-        },
-    )
+    event = issued_event(ctx, token, gateway=gateway, agent=agent, subject=plan.subject,
+                         tool=tool, scope=scope, txn=plan.txn, jti=plan.jti,
+                         expires_at=plan.expires_at, detail=detail)
     response = {
         "access_token": token,
         "issued_token_type": TOKEN_TYPE_TXN_TOKEN,

@@ -16,20 +16,18 @@ import logging
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
-from broker.errors import InvalidClient, InvalidRequest, OAuthError
+from broker.errors import InvalidClient, OAuthError
 from broker.introspection import introspection_body
-from broker.request import parse_form
 from broker.resource_servers import ResourceServerView
 from broker.responses import NO_STORE, json_response, oauth_error_response
 from broker.revocation_service import RevocationService
-from broker.routes.token import FORM, read_bounded
+from broker.routes.token import read_form, token_parameter
 from broker.svid import SvidError
 from registry.models import GatewayAuthMethod, Status
 
 log = logging.getLogger("writ.introspect")
 
 INTROSPECTIONS = Counter("writ_introspections_total", "POST /introspect answers", ["result"])
-MAX_HINT = 128
 
 
 def _bearer_failed(reason: str) -> InvalidClient:
@@ -74,20 +72,11 @@ def introspect_router(service: RevocationService) -> APIRouter:
     async def introspect(request: Request) -> Response:
         caller: str | None = None
         try:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != FORM:
-                raise InvalidRequest("content type must be application/x-www-form-urlencoded",
-                                     reason="bad_content_type")
-            params = parse_form(await read_bounded(request, broker.settings.max_body_bytes))
+            params = await read_form(request, broker.settings.max_body_bytes)
             authorization = request.headers.get("authorization")
             rs = by_bearer(authorization) if authorization else by_assertion(params)
             caller = rs.client_id
-            token = params.get("token")
-            # RFC 7662 §2.1: token is REQUIRED
-            if not token:
-                raise InvalidRequest("token is required", reason="token_missing")
-            if len(params.get("token_type_hint", "")) > MAX_HINT:
-                raise InvalidRequest("token_type_hint is too long", reason="hint_too_long")
+            token = token_parameter(params)
         except OAuthError as err:
             INTROSPECTIONS.labels("refused").inc()
             log.info("introspection refused", extra={"reason": err.reason, "caller": caller})

@@ -16,13 +16,12 @@ from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.audit import AuditEvent, AuditUnavailable
-from broker.errors import InvalidRequest, OAuthError, TemporarilyUnavailable, UnauthorizedClient
-from broker.request import parse_form
+from broker.errors import OAuthError, TemporarilyUnavailable, UnauthorizedClient
 from broker.responses import NO_STORE, oauth_error_response
 from broker.revocation import RevocationKind
 from broker.revocation_service import RevocationService, revocation_event
 from broker.revocation_store import RevocationCreate
-from broker.routes.token import FORM, read_bounded
+from broker.routes.token import read_form, token_parameter
 from broker.svid import token_fingerprint
 from jwks.errors import InvalidToken
 
@@ -31,7 +30,6 @@ log = logging.getLogger("writ.revoke")
 REVOCATIONS = Counter("writ_revocations_total", "POST /revoke outcomes", ["outcome"])
 #: RFC 7009 §2.1 names these hints; §2.2.1 lets a server answer unsupported_token_type, but
 #: Writ extends its search to every type it issues, so any hint is accepted.
-MAX_HINT = 128
 
 
 def _owner(raw: object) -> str | None:
@@ -60,22 +58,13 @@ def revoke_router(service: RevocationService) -> APIRouter:
     async def revoke(request: Request) -> Response:
         gateway: str | None = None
         try:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != FORM:
-                raise InvalidRequest("content type must be application/x-www-form-urlencoded",
-                                     reason="bad_content_type")
-            params = parse_form(await read_bounded(request, broker.settings.max_body_bytes))
+            params = await read_form(request, broker.settings.max_body_bytes)
             client = broker.clients.authenticate(
                 params, authorization=request.headers.get("authorization"),
                 snapshot=broker.snapshot,
             )
             gateway = client.gateway.client_id
-            token = params.get("token")
-            # RFC 7009 §2.1: token is REQUIRED
-            if not token:
-                raise InvalidRequest("token is required", reason="token_missing")
-            if len(params.get("token_type_hint", "")) > MAX_HINT:
-                raise InvalidRequest("token_type_hint is too long", reason="hint_too_long")
+            token = token_parameter(params)
         except OAuthError as err:
             REVOCATIONS.labels("refused").inc()
             log.info("revocation refused", extra={"reason": err.reason, "gateway": gateway})

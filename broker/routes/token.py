@@ -51,6 +51,29 @@ async def read_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_form(request: Request, limit: int) -> dict[str, str]:
+    """An OAuth endpoint's parameters: form-encoded only (RFC 6749 §3.2), bounded in size."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != FORM:
+        raise InvalidRequest("content type must be application/x-www-form-urlencoded",
+                             reason="bad_content_type")
+    return parse_form(await read_bounded(request, limit))
+
+
+MAX_HINT = 128
+
+
+def token_parameter(params: dict[str, str]) -> str:
+    """The ``token`` of /revoke and /introspect (REQUIRED: RFC 7009 §2.1, RFC 7662 §2.1), with
+    a bounded ``token_type_hint``."""
+    token = params.get("token")
+    if not token:
+        raise InvalidRequest("token is required", reason="token_missing")
+    if len(params.get("token_type_hint", "")) > MAX_HINT:
+        raise InvalidRequest("token_type_hint is too long", reason="hint_too_long")
+    return token
+
+
 def token_router(broker: Broker) -> APIRouter:
     router = APIRouter()
     settings = broker.settings
@@ -76,13 +99,7 @@ def token_router(broker: Broker) -> APIRouter:
         gateway: str | None = None
         grant_type: str | None = None
         try:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != FORM:
-                raise InvalidRequest(
-                    "content type must be application/x-www-form-urlencoded",
-                    reason="bad_content_type",
-                )
-            params = parse_form(await read_bounded(request, settings.max_body_bytes))
+            params = await read_form(request, settings.max_body_bytes)
             grant_type = params.get("grant_type")
             if not grant_type:
                 raise InvalidRequest("grant_type is required", reason="grant_type_missing")
