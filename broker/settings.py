@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     issuer_jwks_cache_ttl_s: float = Field(default=300.0, ge=10.0, le=86400.0)
     issuer_jwks_min_refetch_s: float = Field(default=10.0, ge=0.0, le=3600.0)
 
+    # allocations between young-generation collections in a serving process, which also
+    # freezes what exists once the app is built (Python's own threshold is 700; 0 leaves the
+    # collector untouched); docs/operations.md#memory-and-garbage-collection
+    gc_young_threshold: int = Field(default=10_000, ge=0, le=1_000_000)
+
     keys: KeyRingSettings = Field(default_factory=KeyRingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # tool metadata fetching (broker/tools/settings.py, WRIT_TOOLS_*)

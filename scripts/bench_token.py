@@ -1,7 +1,9 @@
 """Benchmark ``POST /token`` over loopback against a real ``writ serve`` process.
 
     python scripts/bench_token.py [--requests N] [--concurrency C] [--workers W [W ...]]
-                                  [--database-url URL] [--tool] [--out docs/performance.md]
+                                  [--scenarios warm cold replace] [--audit durable off]
+                                  [--database-url URL] [--gc-young-threshold N] [--tool]
+                                  [--out docs/performance.md]
 
 For each worker count it starts ``writ serve --dev`` on a free 127.0.0.1 port (one data
 directory for the whole run; SQLite in it unless ``--database-url`` names an empty
@@ -680,6 +682,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="untimed requests before each scenario (default min(500, N))")
     parser.add_argument("--database-url", default=None,
                         help="an empty database for Writ (default: SQLite in the temp dir)")
+    parser.add_argument("--gc-young-threshold", type=int, default=None,
+                        help="WRIT_GC_YOUNG_THRESHOLD for the server (0: Python's collector "
+                        "as it comes); default: Writ's own")
     parser.add_argument("--tool", action="store_true",
                         help="requests name the dev sample tool and action in request_details, "
                         "so tool resolution and the tool gates are on the path")
@@ -712,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WRIT_")}
         if args.database_url:
             env["WRIT_DATABASE_URL"] = args.database_url
+        if args.gc_young_threshold is not None:
+            env["WRIT_GC_YOUNG_THRESHOLD"] = str(args.gc_young_threshold)
         db_url = Settings(data_dir=data_dir, database_url=args.database_url).db_url
         modes = sorted(set(args.audit), key=("durable", "off").index)
         if "durable" not in modes:  # only writ serve migrates and seeds the data dir
