@@ -242,6 +242,38 @@ def test_every_connection_is_checked(server: tuple[ToolServer, str]) -> None:
     assert state.connections == 1
 
 
+def test_a_resolver_that_hangs_is_cut_off(server: tuple[ToolServer, str]) -> None:
+    """getaddrinfo has no timeout of its own: the name's resolution is bounded by the
+    connect timeout, the fetch fails with ``timeout``, nothing is connected, and the next
+    fetch works."""
+    state, ca = server
+    state.routes["/tool.json"] = Route()
+    stuck = threading.Event()
+
+    def resolver(host: str, port: int) -> Sequence[str]:
+        if host == "stuck.test":
+            stuck.wait(30)  # a DNS server that never answers
+        return ["127.0.0.1"]
+
+    settings = ToolSettings(allowed_networks=["127.0.0.1/32"], connect_timeout_s=0.3,
+                            read_timeout_s=0.3, fetch_deadline_s=1.0)
+    f = ToolFetcher(settings, ssl_context=ssl.create_default_context(cafile=ca),
+                    resolver=resolver)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ToolFetchError) as caught:
+            f.fetch(f"https://stuck.test:{state.port}/tool.json")
+        assert time.monotonic() - started < 3.0  # the bound is 0.3 s, not the resolver's 30
+        assert caught.value.reason == "timeout"
+        assert str(caught.value) == "resolving stuck.test took longer than 0.3 s"
+        assert state.connections == 0
+        url = f"https://tools.test:{state.port}/tool.json"
+        assert f.fetch(url).document.tool_id == url
+    finally:
+        stuck.set()
+        f.close()
+
+
 def test_cache_control_sets_the_times(server: tuple[ToolServer, str]) -> None:
     state, ca = server
     clock = FrozenClock(1000.0)

@@ -17,6 +17,7 @@ draft-ietf-oauth-client-id-metadata-document (DESIGN §4).
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 import ssl
 import time
@@ -51,6 +52,12 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# getaddrinfo has no timeout of its own (resolv.conf retries can take tens of seconds): a
+# name is resolved on one of these threads and waited for no longer than the connect timeout
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(max_workers=4,
+                                                   thread_name_prefix="writ-tool-resolve")
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """An httpcore network backend that checks every address it connects to."""
 
@@ -58,6 +65,17 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._policy = policy
         self._resolver = resolver
         self._inner = httpcore.SyncBackend()
+
+    def _resolve(self, host: str, port: int, timeout: float | None) -> Sequence[str]:
+        """The resolver's answer, or ``ToolFetchError("timeout")`` once ``timeout`` passed
+        (a resolution left behind ends on its own thread; its answer is never used)."""
+        answer = _RESOLVERS.submit(self._resolver, host, port)
+        try:
+            return answer.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            answer.cancel()  # still queued behind stuck resolutions: never started
+            raise ToolFetchError("timeout", f"resolving {host} took longer than "
+                                 f"{timeout:g} s") from None
 
     def connect_tcp(
         self,
@@ -68,7 +86,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         try:
-            resolved = self._resolver(host, port)
+            resolved = self._resolve(host, port, timeout)
             addresses = [parse_address(a) for a in resolved]
         except (OSError, ValueError, UnicodeError) as err:
             raise ToolFetchError("resolve_failed", f"cannot resolve {host}") from err
