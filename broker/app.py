@@ -20,14 +20,14 @@ from broker.admin.tool_routes import tools_router
 from broker.errors import InvalidRequest
 from broker.logs import configure_logging
 from broker.responses import oauth_error_response
-from broker.revocation_service import RevocationService
+from broker.revocation.service import RevocationService
 from broker.routes.introspect import introspect_router
 from broker.routes.meta import meta_router
 from broker.routes.revoke import revoke_router
 from broker.routes.token import token_router
 from broker.runtime import Broker
 from broker.settings import Settings
-from jwks.service.routes import jwks_router
+from broker.signing.routes import jwks_router
 
 MAX_HEADERS = 64
 

@@ -41,7 +41,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                          connect_args=PG_SOCKET_LIMITS, **kwargs)
 
 
-# The audit batch commits on the event loop's thread (broker/audit.py): a database host that
+# The audit batch commits on the event loop's thread (broker/audit/writer.py): a database host that
 # vanishes must fail the call, not hold the loop. libpq's TCP keepalives find a silent peer
 # in about 8 s; tcp_user_timeout ends a send left unacknowledged for 10 s.
 PG_SOCKET_LIMITS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 5,

@@ -16,39 +16,34 @@ from dataclasses import dataclass
 import uuid_utils
 from sqlalchemy import Engine, text
 
-from broker.audit import AuditEvent, AuditUnavailable, AuditWriter
-from broker.client_auth import (
+from broker.audit.writer import AuditEvent, AuditUnavailable, AuditWriter
+from broker.auth.clients import (
     JWT_BEARER,
     JWT_SPIFFE,
     ClientAuthenticator,
     JwtSpiffeAuth,
     PrivateKeyJwtAuth,
 )
+from broker.auth.own_tokens import OwnTxnTokens
+from broker.auth.svid import SvidValidator
+from broker.auth.user_tokens import UserTokenValidator
 from broker.db import make_engine
-from broker.decision import TtlBounds
+from broker.decision.rules import TtlBounds
 from broker.grants.autonomous import AutonomousAgentProfile
 from broker.grants.base import Grant
 from broker.grants.on_behalf_of import OnBehalfOfProfile
 from broker.grants.replacement import ReplacementProfile
 from broker.grants.token_exchange import GRANT_TYPE, TokenExchangeGrant
-from broker.own_tokens import OwnTxnTokens
-from broker.revocation import RevocationSet
+from broker.revocation.revoked import RevocationSet
 from broker.settings import Settings
-from broker.svid import SvidValidator
+from broker.signing.envelope import load_or_create_kek
+from broker.signing.keyring import KeyRing
 from broker.tools.fetch import ToolFetcher
 from broker.tools.refresh import ToolRefresher
-from broker.user_tokens import UserTokenValidator
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
-from jwks.service.envelope import load_or_create_kek
-from jwks.service.keyring import KeyRing
-from registry.bundles import (
-    BundleError,
-    EndpointBundleSource,
-    FileBundleSource,
-    TrustBundles,
-    WorkloadApiBundleSource,
-    parse_bundle,
-)
+from registry.bundles.parse import BundleError, parse_bundle
+from registry.bundles.sources import EndpointBundleSource, FileBundleSource, WorkloadApiBundleSource
+from registry.bundles.trust import TrustBundles
 from registry.snapshot import RegistrySnapshot, SnapshotHolder
 
 log = logging.getLogger(__name__)
@@ -77,7 +72,7 @@ class Broker:
         self._bundle_config: dict[str, _BundleConfig] = {}
         # run after every registry refresh, in order; features add their own
         self.change_hooks: list[Callable[[RegistrySnapshot], None]] = [self._sync_bundles]
-        # revoked jti, txn, agents, gateways, subjects (broker/revocation.py), in memory
+        # revoked jti, txn, agents, gateways, subjects (broker/revocation/revoked.py), in memory
         self.revocations = RevocationSet()
         self.snapshots = SnapshotHolder(
             self.engine,

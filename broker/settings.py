@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.signing.settings import KeyRingSettings
 from broker.tools.settings import ToolSettings
-from jwks.service.settings import KeyRingSettings
 
 
 class AuditSettings(BaseSettings):
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
     # docs/delegation.md: actors in one transaction, the current one included
     max_delegation_hops: int = Field(default=5, ge=1, le=32)
-    # trusted user-token issuers' JWKS (broker/user_tokens.py)
+    # trusted user-token issuers' JWKS (broker/auth/user_tokens.py)
     issuer_jwks_cache_ttl_s: float = Field(default=300.0, ge=10.0, le=86400.0)
     issuer_jwks_min_refetch_s: float = Field(default=10.0, ge=0.0, le=3600.0)
 

@@ -5,7 +5,7 @@
     claims = verifier.verify(token)
     require_prior_actor(claims, "spiffe://dev.writ.local/agents/planner/**")
 
-FastAPI glue lives in ``jwks.fastapi``; signing and key rotation in ``jwks.service``.
+FastAPI glue lives in ``jwks.fastapi``; signing and key rotation in ``broker.signing``.
 """
 
 from jwks.chain import (

@@ -30,7 +30,7 @@ EVENT_DETAIL = {"profile": "autonomous", "intent": "summarise the inbox", "chart
 def measure(url: str, sizes: list[int], batches: int, ids: str = "uuid7") -> list[str]:
     from sqlmodel import SQLModel
 
-    from broker.audit import AuditEvent, AuditHead, AuditRecord, AuditWriter, verify_chain
+    from broker.audit.writer import AuditEvent, AuditHead, AuditRecord, AuditWriter, verify_chain
     from broker.db import make_engine
     from broker.runtime import Broker
 

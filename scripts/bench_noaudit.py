@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import broker.runtime
-from broker.audit import AuditEvent, AuditWriter
+from broker.audit.writer import AuditEvent, AuditWriter
 
 
 class NoAuditWriter(AuditWriter):

@@ -90,7 +90,7 @@ def summary(name: str, values: list[float]) -> str:
 def run(base_url: str, rounds: int) -> list[str]:
     from sqlalchemy import create_engine, make_url, text
 
-    from broker.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
+    from broker.cli.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
 
     name = f"writ_bench_{uuid.uuid4().hex[:10]}"
     admin_db = create_engine(base_url, isolation_level="AUTOCOMMIT")

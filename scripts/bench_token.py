@@ -197,7 +197,7 @@ def writ_command() -> list[str]:
     beside = Path(sys.executable).parent / "writ"
     if beside.exists():
         return [str(beside)]
-    return [sys.executable, "-c", "from broker.cli import main; main()"]
+    return [sys.executable, "-c", "from broker.cli.main import main; main()"]
 
 
 def _descendants(root: int) -> list[int]:
@@ -377,7 +377,7 @@ def token_params(gateway_svid: str, agent_svid: str, tool: str | None = None
 
 def mint_requests(trust_domain: Any, issuer: str, port: int, count: int,
                   tool: str | None = None) -> list[bytes]:
-    from broker.dev import DEV_AGENT, DEV_GATEWAY
+    from broker.cli.dev import DEV_AGENT, DEV_GATEWAY
 
     return [http_request(port, token_params(
         trust_domain.mint_svid(DEV_GATEWAY, issuer, ttl_s=SVID_TTL_S),
@@ -392,8 +392,8 @@ def enroll_delegate(db_url: str) -> None:
     """Let the dev agent delegate to ``DELEGATE`` (enrolled once per data dir)."""
     from sqlmodel import Session
 
+    from broker.cli.dev import DEV_AGENT, DEV_CHARTER
     from broker.db import make_engine
-    from broker.dev import DEV_AGENT, DEV_CHARTER
     from registry import store
     from registry.charter import Charter
     from registry.models import AgentCreate, AgentUpdate
@@ -415,7 +415,7 @@ def enroll_delegate(db_url: str) -> None:
 
 def replacement_requests(db_url: str, trust_domain: Any, issuer: str, port: int) -> list[bytes]:
     """One request replacing a fresh parent Txn-Token of the dev agent for ``DELEGATE``."""
-    from broker.dev import DEV_AGENT, DEV_GATEWAY
+    from broker.cli.dev import DEV_AGENT, DEV_GATEWAY
 
     enroll_delegate(db_url)
     gateway = trust_domain.mint_svid(DEV_GATEWAY, issuer, ttl_s=SVID_TTL_S)
@@ -470,7 +470,7 @@ class AuditProbe:
     def mark(self) -> AuditMark:
         from sqlalchemy import func, select
 
-        from broker.audit import AuditRecord
+        from broker.audit.writer import AuditRecord
 
         table = AuditRecord.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
@@ -482,7 +482,7 @@ class AuditProbe:
     def commits_since(self, mark: AuditMark) -> int:
         from sqlalchemy import distinct, func, select
 
-        from broker.audit import AuditRecord
+        from broker.audit.writer import AuditRecord
 
         table = AuditRecord.__table__  # type: ignore[attr-defined]
         with self.engine.connect() as conn:
@@ -701,7 +701,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    from broker.dev import DEV_AGENT, DEV_GATEWAY, DEV_TOOL, DevTrustDomain
+    from broker.cli.dev import DEV_AGENT, DEV_GATEWAY, DEV_TOOL, DevTrustDomain
     from broker.settings import Settings
 
     rows: list[Row] = []

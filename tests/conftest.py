@@ -15,12 +15,12 @@ from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, SQLModel
 
 import broker.admin.tokens
-import broker.audit
-import jwks.service.store
+import broker.audit.writer
+import broker.signing.store
 import registry.models  # noqa: F401  (tables register on import)
 from broker.app import create_app
+from broker.cli.dev import DevTrustDomain, seed
 from broker.db import make_engine
-from broker.dev import DevTrustDomain, seed
 from broker.settings import Settings
 
 if TYPE_CHECKING:  # tests.world imports this module
@@ -31,7 +31,7 @@ PG_URL = os.environ.get("WRIT_TEST_POSTGRES_URL")
 ISSUER = "http://writ.test"
 T0 = 1_900_000_000.0
 
-_ = (broker.admin.tokens, broker.audit, jwks.service.store)
+_ = (broker.admin.tokens, broker.audit.writer, broker.signing.store)
 
 
 class FrozenClock:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey
 
-from broker.dev import DevTrustDomain
+from broker.cli.dev import DevTrustDomain
 
 
 def b64(data: bytes) -> str:

@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from broker.app import create_app
-from broker.audit import AuditRecord
-from broker.dev import DEV_GATEWAY, DevTrustDomain
+from broker.audit.writer import AuditRecord
+from broker.cli.dev import DEV_GATEWAY, DevTrustDomain
 from broker.settings import Settings
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 from registry import store, tool_store
@@ -215,8 +215,8 @@ def open_world(settings: Settings, engine: Engine, td: DevTrustDomain, clock: An
         build_world(session, idp, clock())
     app = create_app(settings, engine=engine, clock=clock)
     broker = app.state.broker
-    broker.user_tokens.prefetch = False
-    broker.user_tokens.use_http(httpx.Client(transport=idp.transport()))
+    broker.auth.user_tokens.prefetch = False
+    broker.auth.user_tokens.use_http(httpx.Client(transport=idp.transport()))
     with TestClient(app, base_url=ISSUER) as client:
         yield World(client, broker, Requests(td, ISSUER), idp, clock, engine)
 

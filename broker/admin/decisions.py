@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from broker.admin.auth import forbidden, require_scope
 from broker.admin.routes import AdminRoute
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.explain import ExplainRequest, Explanation, explain
+from broker.decision.explain import ExplainRequest, Explanation, explain
 from broker.runtime import Broker
 from registry.namespace import within
 from registry.snapshot import GatewayView

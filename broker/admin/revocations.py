@@ -17,9 +17,9 @@ from sqlmodel import Session
 from broker.admin.auth import AdminApiError, forbidden, require_scope
 from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.audit import AuditEvent
-from broker.audit_query import AuditFilter, AuditPage, query_audit
-from broker.resource_servers import (
+from broker.audit.query import AuditFilter, AuditPage, query_audit
+from broker.audit.writer import AuditEvent
+from broker.auth.resource_servers import (
     ResourceServerCreate,
     ResourceServerPublic,
     ResourceServerUpdate,
@@ -30,9 +30,9 @@ from broker.resource_servers import (
     set_resource_server_status,
     update_resource_server,
 )
-from broker.revocation import RevocationKind
-from broker.revocation_service import RevocationService, revocation_event
-from broker.revocation_store import RevocationCreate, RevocationPublic, list_revocations
+from broker.revocation.revoked import RevocationKind
+from broker.revocation.service import RevocationService, revocation_event
+from broker.revocation.store import RevocationCreate, RevocationPublic, list_revocations
 from jwks.errors import JwksError
 from registry import store
 from registry.errors import Invalid, NotFound

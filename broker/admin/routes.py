@@ -32,15 +32,15 @@ from broker.admin.tokens import (
     list_admin_tokens,
     revoke_admin_token,
 )
-from broker.audit import AuditEvent, AuditUnavailable
-from broker.revocation_service import announce_key_change
+from broker.audit.writer import AuditEvent, AuditUnavailable
+from broker.revocation.service import announce_key_change
 from broker.runtime import Broker
+from broker.signing.keyring import KeyRingError
+from broker.signing.store import SigningKeyPublic
 from jwks.errors import JwksError
 from jwks.keys import import_public_jwk
-from jwks.service.keyring import KeyRingError
-from jwks.service.store import SigningKeyPublic
 from registry import store
-from registry.bundles import BundleError, parse_bundle, parse_trust_domain
+from registry.bundles.parse import BundleError, parse_bundle, parse_trust_domain
 from registry.errors import Conflict, Invalid, NotFound, RegistryError
 from registry.models import (
     AgentCreate,

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from broker.admin.auth import forbidden, require_scope
 from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
-from broker.audit import AuditEvent
+from broker.audit.writer import AuditEvent
 from broker.runtime import Broker
 from broker.tools.fetch import ToolFetchError
 from broker.tools.refresh import refresh_tool

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.claims import AccessTokenPlan, build_access_token_claims
+from broker.claims.txn_token import AccessTokenPlan, build_access_token_claims
 from broker.grants.base import Issued, TokenContext
 from broker.grants.mint import issued_event
 from jwks.claims import AT_JWT_TYP, TOKEN_TYPE_ACCESS_TOKEN

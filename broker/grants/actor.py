@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from broker.auth.svid import SvidError, ValidatedSvid
 from broker.errors import InvalidRequest
 from broker.grants.base import TokenContext
-from broker.svid import SvidError, ValidatedSvid
 from jwks.claims import TOKEN_TYPE_JWT
 
 

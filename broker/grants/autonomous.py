@@ -3,9 +3,9 @@ Result: a Txn-Token whose ``sub`` and ``act.sub`` are the agent."""
 
 from __future__ import annotations
 
-from broker.claims import TxnTokenPlan
-from broker.client_auth import AuthenticatedClient
-from broker.gates import AGENT_GATES, Decision, txn_context, walk
+from broker.auth.clients import AuthenticatedClient
+from broker.claims.txn_token import TxnTokenPlan
+from broker.decision.gates import AGENT_GATES, Decision, txn_context, walk
 from broker.grants.base import Issued, TokenContext
 from broker.grants.mint import issue_txn_token
 from jwks.claims import TOKEN_TYPE_TXN_TOKEN

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broker.audit import AuditEvent
-from broker.client_auth import AuthenticatedClient
-from broker.decision import TtlBounds
-from broker.svid import SvidValidator
-from jwks.service.signer import Signer
+from broker.audit.writer import AuditEvent
+from broker.auth.clients import AuthenticatedClient
+from broker.auth.svid import SvidValidator
+from broker.decision.rules import TtlBounds
+from broker.signing.signer import Signer
 from registry.snapshot import RegistrySnapshot
 
 

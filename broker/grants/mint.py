@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.audit import AuditEvent
-from broker.claims import TxnTokenPlan, build_txn_claims
+from broker.audit.writer import AuditEvent
+from broker.auth.svid import token_fingerprint
+from broker.claims.txn_token import TxnTokenPlan, build_txn_claims
 from broker.grants.base import Issued, TokenContext
-from broker.svid import token_fingerprint
 from jwks.claims import TOKEN_TYPE_TXN_TOKEN, TXN_TOKEN_TYP
 
 

@@ -4,7 +4,7 @@ user's access token from a trusted issuer, actor_token = the agent's JWT-SVID.
 Result: a Txn-Token (or, with ``requested_token_type`` = access_token, an RFC 9068
 ``at+jwt`` for one tool) whose ``sub`` is the user as the issuer names them, ``sub_id`` the
 RFC 9493 ``iss_sub`` pair, and ``act.sub`` the agent. The agent goes through the same
-ordered gates as an autonomous agent (``broker/gates.py``); the user's scope narrows the
+ordered gates as an autonomous agent (``broker/decision/gates.py``); the user's scope narrows the
 result last: scope = user ∩ charter ∩ bounds ∩ request (∩ the tool's scopes). A user token
 without any scope is refused, never read as unconstrained.
 """
@@ -13,9 +13,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.claims import AccessTokenPlan, TxnTokenPlan, user_subject_id
-from broker.client_auth import AuthenticatedClient
-from broker.decision import parse_scope
+from broker.auth.clients import AuthenticatedClient
+from broker.auth.user_tokens import (
+    IssuerKeysUnavailable,
+    UserToken,
+    UserTokenError,
+    UserTokenValidator,
+)
+from broker.claims.txn_token import AccessTokenPlan, TxnTokenPlan, user_subject_id
+from broker.decision.gates import AGENT_GATES, Decision, Gate, txn_context, walk
+from broker.decision.request import RequestContext, RequestDetails, parse_json_object, parse_model
+from broker.decision.rules import parse_scope
 from broker.errors import (
     AccessDenied,
     InvalidRequest,
@@ -23,14 +31,11 @@ from broker.errors import (
     InvalidTarget,
     TemporarilyUnavailable,
 )
-from broker.gates import AGENT_GATES, Decision, Gate, txn_context, walk
 from broker.grants.access_token import issue_access_token
 from broker.grants.actor import actor_svid
 from broker.grants.autonomous import token_decision
 from broker.grants.base import Issued, TokenContext
 from broker.grants.mint import issue_txn_token
-from broker.request import RequestContext, RequestDetails, parse_json_object, parse_model
-from broker.user_tokens import IssuerKeysUnavailable, UserToken, UserTokenError, UserTokenValidator
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN
 from registry.tools import TokenKind
 

@@ -5,7 +5,7 @@ Writ verifies the parent with its own published keys, in memory, asks the revoca
 about it, and mints a replacement: same ``txn``, ``sub``, ``aud`` and ``tctx``; ``act`` =
 the delegate with the earlier actors nested inside (RFC 8693 §4.1); ``act_chain`` grows by
 the parent's actor. The delegate goes through the same ordered gates as any agent
-(``broker/gates.py``) with the delegation rules (``broker/delegation.py``) before the
+(``broker/decision/gates.py``) with the delegation rules (``broker/decision/delegation.py``) before the
 bounds and the parent's scope and lifetime as the last word. Nothing the client sends
 becomes ``act``, ``act_chain`` or ``agentic_ctx``.
 """
@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from broker.claims import TxnTokenPlan
-from broker.client_auth import AuthenticatedClient
-from broker.decision import enrolled_agent
-from broker.delegation import (
+from broker.auth.clients import AuthenticatedClient
+from broker.auth.own_tokens import OwnTxnTokens
+from broker.auth.svid import token_fingerprint
+from broker.claims.txn_token import TxnTokenPlan
+from broker.decision.delegation import (
     DEFAULT_MAX_HOPS,
     check_delegation,
     check_parent_scope,
@@ -30,14 +31,13 @@ from broker.delegation import (
     same_transaction_context,
     thaw,
 )
+from broker.decision.gates import AGENT_GATES, Decision, Gate, walk
+from broker.decision.rules import enrolled_agent
 from broker.errors import AccessDenied, InvalidRequest, OAuthError
-from broker.gates import AGENT_GATES, Decision, Gate, walk
 from broker.grants.actor import actor_svid
 from broker.grants.autonomous import token_decision
 from broker.grants.base import Issued, TokenContext
 from broker.grants.mint import issue_txn_token
-from broker.own_tokens import OwnTxnTokens
-from broker.svid import token_fingerprint
 from jwks.claims import TOKEN_TYPE_TXN_TOKEN, TxnTokenClaims
 from jwks.errors import InvalidToken
 

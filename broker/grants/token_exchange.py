@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from broker.client_auth import AuthenticatedClient
-from broker.decision import gateway_token_type
+from broker.auth.clients import AuthenticatedClient
+from broker.decision.rules import gateway_token_type
 from broker.errors import InvalidRequest
 from broker.grants.base import Issued, TokenContext
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN

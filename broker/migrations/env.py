@@ -7,16 +7,16 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import broker.admin.tokens
-import broker.audit
-import broker.resource_servers
-import broker.revocation_store
-import jwks.service.store
+import broker.audit.writer
+import broker.auth.resource_servers
+import broker.revocation.store
+import broker.signing.store
 import registry.issuers
 import registry.models
 import registry.tool_store
 
-_ = (broker.resource_servers, broker.revocation_store)
-_core = (broker.admin.tokens, broker.audit, jwks.service.store, registry.models)
+_ = (broker.auth.resource_servers, broker.revocation.store)
+_core = (broker.admin.tokens, broker.audit.writer, broker.signing.store, registry.models)
 _issuers = registry.issuers
 _tools = registry.tool_store
 

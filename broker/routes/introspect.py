@@ -16,13 +16,13 @@ import logging
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
+from broker.auth.resource_servers import ResourceServerView
+from broker.auth.svid import SvidError
 from broker.errors import InvalidClient, OAuthError
-from broker.introspection import introspection_body
-from broker.resource_servers import ResourceServerView
 from broker.responses import NO_STORE, json_response, oauth_error_response
-from broker.revocation_service import RevocationService
+from broker.revocation.introspection import introspection_body
+from broker.revocation.service import RevocationService
 from broker.routes.token import read_form, token_parameter
-from broker.svid import SvidError
 from registry.models import GatewayAuthMethod, Status
 
 log = logging.getLogger("writ.introspect")

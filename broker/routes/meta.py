@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.client_auth import JWT_BEARER, JWT_SPIFFE, PRIVATE_KEY_JWT_ALGORITHMS
+from broker.auth.clients import JWT_BEARER, JWT_SPIFFE, PRIVATE_KEY_JWT_ALGORITHMS
 from broker.grants.token_exchange import GRANT_TYPE
 from broker.responses import json_response
 from broker.runtime import Broker

@@ -15,14 +15,14 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
-from broker.audit import AuditEvent, AuditUnavailable
+from broker.audit.writer import AuditEvent, AuditUnavailable
+from broker.auth.svid import token_fingerprint
 from broker.errors import OAuthError, TemporarilyUnavailable, UnauthorizedClient
 from broker.responses import NO_STORE, oauth_error_response
-from broker.revocation import RevocationKind
-from broker.revocation_service import RevocationService, revocation_event
-from broker.revocation_store import RevocationCreate
+from broker.revocation.revoked import RevocationKind
+from broker.revocation.service import RevocationService, revocation_event
+from broker.revocation.store import RevocationCreate
 from broker.routes.token import read_form, token_parameter
-from broker.svid import token_fingerprint
 from jwks.errors import InvalidToken
 
 log = logging.getLogger("writ.revoke")

@@ -13,7 +13,8 @@ import time
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter, Histogram
 
-from broker.audit import AuditEvent, AuditUnavailable
+from broker.audit.writer import AuditEvent, AuditUnavailable
+from broker.decision.request import parse_form
 from broker.errors import (
     InvalidRequest,
     OAuthError,
@@ -21,7 +22,6 @@ from broker.errors import (
     UnsupportedGrantType,
 )
 from broker.grants.base import TokenContext
-from broker.request import parse_form
 from broker.responses import NO_STORE, json_response, oauth_error_response
 from broker.runtime import Broker
 

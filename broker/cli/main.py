@@ -1,0 +1,249 @@
+"""The ``writ`` command: serve, dev helpers, demo, database and audit tasks, and (from
+``broker.cli.admin``) every registry and key administration task."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from broker.settings import Settings
+
+app = typer.Typer(
+    help="Writ: the Transaction Token Service of a SPIFFE trust domain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(
+    help="Dev-only helpers (refused unless the data dir is in dev mode).", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", help="Writ's data directory.", envvar="WRIT_DATA_DIR")
+]
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise fail(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from err
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8080].")] = None,
+    data_dir: DataDir = Path("writ-data"),
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="Create a local dev trust domain, a sample "
+            "gateway and agent, and allow dev helpers.",
+        ),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+) -> None:
+    """Run Writ (migrations are applied first)."""
+    import uvicorn
+
+    from broker.db import make_engine, upgrade
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir, dev=dev or None)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    if settings.dev:
+        from sqlmodel import Session
+
+        from broker.cli.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain, seed
+
+        td = DevTrustDomain.load_or_create(settings.data_dir)
+        engine = make_engine(settings.db_url)
+        with Session(engine) as session:
+            created = seed(session, td, now=time.time())
+        engine.dispose()
+        d = str(settings.data_dir)
+        typer.echo(
+            "\n".join(
+                [
+                    f"Writ dev mode: issuer {settings.issuer_url}, trust domain {td.name}",
+                    *(f"  created {c}" for c in created),
+                    "Obtain and verify a Txn-Token (gateway -> Writ -> downstream service):",
+                    f"  writ demo --url {settings.issuer_url} --data-dir {d}",
+                    "Or by hand:",
+                    f"  GW=$(writ dev svid --data-dir {d} --spiffe-id {DEV_GATEWAY} "
+                    f"--audience {settings.issuer_url})",
+                    f"  AGENT=$(writ dev svid --data-dir {d} --spiffe-id {DEV_AGENT} "
+                    f"--audience {settings.issuer_url})",
+                    f"  curl -s {settings.issuer_url}/token "
+                    "-d grant_type=urn:ietf:params:oauth:grant-type:token-exchange "
+                    "-d client_assertion_type="
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe "
+                    "-d client_assertion=$GW -d subject_token=$AGENT "
+                    "-d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
+                    "-d requested_token_type=urn:ietf:params:oauth:token-type:txn_token "
+                    "-d scope=demo.read",
+                ]
+            ),
+            err=True,
+        )
+    # every worker rebuilds the same settings from the environment
+    env = {
+        "WRIT_HOST": settings.host,
+        "WRIT_PORT": str(settings.port),
+        "WRIT_DATA_DIR": str(settings.data_dir),
+        "WRIT_DEV": "true" if settings.dev else "false",
+    }
+    os.environ.update(env)
+    uvicorn.run(
+        "broker.asgi:create",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def _dev_trust_domain(data_dir: Path) -> Any:
+    from broker.cli.dev import DevTrustDomain
+
+    if not (data_dir / "dev-trust-domain.jwk").exists():
+        raise fail(
+            f"dev mode is not on for {data_dir}: run `writ serve --dev --data-dir {data_dir}` first"
+        )
+    return DevTrustDomain.load_or_create(data_dir)
+
+
+@dev_app.command("svid")
+def dev_svid(
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="SPIFFE ID of the workload.")],
+    audience: Annotated[list[str], typer.Option("--audience", help="Audience (repeatable).")],
+    data_dir: DataDir = Path("writ-data"),
+    ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.", min=1, max=86400)] = 300,
+) -> None:
+    """Print one JWT-SVID minted by the local dev trust domain."""
+    from jwks.patterns import InvalidPattern, parse_spiffe_id
+
+    td = _dev_trust_domain(data_dir)
+    try:
+        sid = parse_spiffe_id(spiffe_id)
+    except InvalidPattern as err:
+        raise fail(str(err)) from err
+    if sid.trust_domain.name != td.name:
+        raise fail(f"the dev trust domain is {td.name}; it cannot mint for {spiffe_id}")
+    typer.echo(td.mint_svid(spiffe_id, audience if len(audience) > 1 else audience[0], ttl_s=ttl))
+
+
+@app.command()
+def demo(
+    url: Annotated[str, typer.Option("--url", help="Writ's base URL.")] = "http://127.0.0.1:8080",
+    data_dir: DataDir = Path("writ-data"),
+) -> None:
+    """Run gateway -> Writ -> downstream service against a running dev-mode Writ."""
+    from broker.cli.demo import DemoFailed, run_demo
+
+    td = _dev_trust_domain(data_dir)
+    try:
+        run_demo(url.rstrip("/"), td, echo=typer.echo)
+    except DemoFailed as err:
+        raise fail(str(err)) from err
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = Path("writ-data")) -> None:
+    """Apply every database migration."""
+    from broker.db import upgrade
+
+    settings = load_settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    typer.echo("database is at the latest revision", err=True)
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = Path("writ-data")) -> None:
+    """Walk the hash chain; name the first record altered, removed or reordered."""
+    from broker.audit.writer import verify_chain
+    from broker.db import make_engine
+
+    engine = make_engine(load_settings(data_dir=data_dir).db_url)
+    verdict = verify_chain(engine)
+    engine.dispose()
+    if not verdict.ok:
+        raise fail(
+            f"audit chain broken at record {verdict.first_bad_seq}: {verdict.problem} "
+            f"({verdict.count} records verified before it)"
+        )
+    typer.echo(f"audit chain intact: {verdict.count} records")
+
+
+@audit_app.command("export")
+def audit_export(
+    data_dir: DataDir = Path("writ-data"),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default stdout).")
+    ] = None,
+) -> None:
+    """Write every audit record as JSON lines."""
+    from broker.audit.writer import iter_records
+    from broker.db import make_engine
+
+    engine = make_engine(load_settings(data_dir=data_dir).db_url)
+    sink = out.open("w") if out else sys.stdout
+    try:
+        for row in iter_records(engine):
+            sink.write(json.dumps(row, sort_keys=True) + "\n")
+    finally:
+        if out:
+            sink.close()
+        engine.dispose()
+
+
+def _register_admin() -> None:
+    try:
+        from broker.cli.admin import register
+    except ImportError:  # pragma: no cover - the admin commands ship with the package
+        return
+    register(app)
+    from broker.cli.issuers import issuers_app
+
+    app.add_typer(issuers_app, name="issuers")
+    from broker.cli.revoke import register as register_revoke
+
+    register_revoke(app, audit_app)
+    from broker.cli.tools import register as register_tools
+
+    register_tools(app)  # tools, bounds, explain
+
+
+_register_admin()
+
+
+def main() -> None:
+    try:
+        app()
+    except httpx.HTTPError as err:
+        typer.echo(f"error: {type(err).__name__}: {err}", err=True)
+        sys.exit(1)

@@ -1,0 +1,225 @@
+"""Parsing a SPIFFE bundle (Trust Domain and Bundle §4) into the JWT-SVID authorities of one
+trust domain; pure apart from logging."""
+
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc.jwk import ECKey, KeyParameters, RSAKey
+from spiffe import JwtBundle, TrustDomain
+from spiffe.errors import PySpiffeError
+
+from jwks.errors import JwksError
+from jwks.keys import SVID_ALGORITHMS
+
+log = logging.getLogger(__name__)
+
+BundleKey = ECKey | RSAKey
+
+MAX_BUNDLE_BYTES: Final = 256 * 1024
+JWT_SVID_USE: Final = "jwt-svid"
+
+_PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# JWT-SVID §2.1: ES256/ES384/ES512 name these curves; RS*/PS* need an RSA key.
+_EC_CURVES: Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_ALG_CURVE: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_MIN_RSA_BITS: Final = 2048
+_MAX_UINT64: Final = 2**64 - 1
+
+
+class BundleError(JwksError):
+    """A trust bundle is malformed or does not belong to the trust domain it was asked for."""
+
+    code = "invalid_bundle"
+
+
+class BundleFetchError(BundleError):
+    """A bundle source could not be read (unreachable, TLS failure, HTTP status, timeout)."""
+
+    code = "bundle_unavailable"
+
+
+@dataclass(frozen=True, eq=False)
+class TrustBundle:
+    """The JWT-SVID authorities of one trust domain; compare two bundles by ``digest``."""
+
+    trust_domain: str
+    keys: Mapping[str, BundleKey] = field(repr=False)
+    refresh_hint_s: int | None
+    sequence: int | None
+    fetched_at: float
+    digest: str
+
+
+def parse_trust_domain(name: str) -> str:
+    """Return ``name`` if it is a trust domain name in canonical form (SPIFFE-ID §2.1)."""
+    if not isinstance(name, str) or not 0 < len(name) <= 255:
+        raise BundleError("trust domain name must be a string of 1 to 255 characters")
+    try:
+        canonical = TrustDomain(name).name
+    except (PySpiffeError, ValueError) as err:
+        raise BundleError(f"malformed trust domain name: {err}") from err
+    if canonical != name:
+        raise BundleError(f"trust domain must be a bare lowercase name, not {name!r}")
+    return name
+
+
+def parse_bundle(
+    trust_domain: str, data: bytes, *, now: float, max_bytes: int = MAX_BUNDLE_BYTES
+) -> TrustBundle:
+    """Parse a SPIFFE bundle (a JWK Set) into the JWT-SVID keys of ``trust_domain``."""
+    td = parse_trust_domain(trust_domain)
+    if not isinstance(data, bytes | bytearray):
+        raise BundleError("bundle must be bytes")
+    if len(data) > max_bytes:
+        raise BundleError(f"bundle is larger than the {max_bytes}-byte cap")
+    try:
+        doc = json.loads(
+            bytes(data).decode("utf-8"),
+            object_pairs_hook=_no_duplicate_members,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise BundleError(f"bundle is not valid JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise BundleError("bundle must be a JSON object")
+    # Trust Domain and Bundle §4.1.3: the keys parameter MUST be present.
+    entries = doc.get("keys")
+    if not isinstance(entries, list):
+        raise BundleError("bundle must have a 'keys' array")
+    refresh_hint = _optional_uint(doc, "spiffe_refresh_hint")
+    sequence = _optional_uint(doc, "spiffe_sequence")
+
+    jwt_entries: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(entries):
+        kid = _check_entry(index, entry)
+        if kid is None:
+            continue
+        if kid in jwt_entries:
+            raise BundleError(f"keys[{index}]: duplicate kid {kid!r}")
+        jwt_entries[kid] = entry
+
+    # pyspiffe parses the JWT authorities too; it silently skips keys it cannot use,
+    # so a kid missing from its answer is an error here.
+    filtered = json.dumps({"keys": list(jwt_entries.values())}).encode()
+    try:
+        authorities = JwtBundle.parse(TrustDomain(td), filtered).jwt_authorities
+    except PySpiffeError as err:
+        raise BundleError(f"JWT authorities rejected: {err}") from err
+    missing = sorted(set(jwt_entries) - set(authorities))
+    if missing:
+        raise BundleError(f"unusable jwt-svid key(s): {missing}")
+    keys = {
+        kid: _import_authority(kid, authorities[kid], alg=jwt_entries[kid].get("alg"))
+        for kid in jwt_entries
+    }
+    return _make_bundle(td, keys, refresh_hint=refresh_hint, sequence=sequence, now=now)
+
+
+def bundle_from_authorities(
+    trust_domain: str, authorities: Mapping[str, Any], *, now: float
+) -> TrustBundle:
+    """Build a bundle from pyspiffe's ``JwtBundle.jwt_authorities`` (kid -> public key)."""
+    td = parse_trust_domain(trust_domain)
+    keys = {kid: _import_authority(kid, key, alg=None) for kid, key in authorities.items()}
+    return _make_bundle(td, keys, refresh_hint=None, sequence=None, now=now)
+
+
+def _check_entry(index: int, entry: Any) -> str | None:
+    """Validate one JWK of the set; return its kid if it is a JWT-SVID key, else None."""
+    where = f"keys[{index}]"
+    if not isinstance(entry, dict):
+        raise BundleError(f"{where}: a JWK must be a JSON object")
+    kty = entry.get("kty")
+    if not isinstance(kty, str) or not kty:
+        raise BundleError(f"{where}: kty MUST be set (Trust Domain and Bundle §4.2.1)")
+    if kty == "oct":
+        raise BundleError(f"{where}: symmetric keys have no place in a trust bundle")
+    if _PRIVATE_MEMBERS.intersection(entry):
+        raise BundleError(f"{where}: a trust bundle must not carry private key members")
+    use = entry.get("use")
+    if not isinstance(use, str) or not use:
+        raise BundleError(f"{where}: use MUST be set (Trust Domain and Bundle §4.2.2)")
+    # §4.2.2: x509-svid keys authenticate X509-SVIDs only; unknown uses are ignored.
+    # §4.2.1: key types JWT-SVID cannot sign with (§2.1: RS, ES, PS) are ignored.
+    if use != JWT_SVID_USE or kty not in ("EC", "RSA"):
+        return None
+    kid = entry.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise BundleError(f"{where}: a jwt-svid key must have a non-empty kid")
+    alg = entry.get("alg")
+    if alg is not None:
+        if alg not in SVID_ALGORITHMS:
+            raise BundleError(f"{where}: alg {alg!r} is not a JWT-SVID algorithm (§2.1)")
+        fits = _ALG_CURVE.get(alg) == entry.get("crv") if kty == "EC" else alg[:2] in ("RS", "PS")
+        if not fits:
+            raise BundleError(f"{where}: alg {alg!r} does not fit a {kty} key")
+    return kid
+
+
+def _import_authority(kid: str, key: Any, *, alg: str | None) -> BundleKey:
+    params: KeyParameters = {"kid": kid}
+    if alg is not None:
+        params["alg"] = alg
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _EC_CURVES:
+            raise BundleError(f"key {kid!r}: curve {key.curve.name} is not allowed (JWT-SVID §2.1)")
+        return ECKey.import_key(key, params)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            raise BundleError(f"key {kid!r}: RSA keys need at least {_MIN_RSA_BITS} bits")
+        return RSAKey.import_key(key, params)
+    raise BundleError(f"key {kid!r}: only EC and RSA keys verify JWT-SVIDs (§2.1)")
+
+
+def _make_bundle(
+    td: str,
+    keys: dict[str, BundleKey],
+    *,
+    refresh_hint: int | None,
+    sequence: int | None,
+    now: float,
+) -> TrustBundle:
+    canonical = json.dumps(
+        sorted([kid, key.thumbprint(), key.alg or ""] for kid, key in keys.items()),
+        separators=(",", ":"),
+    )
+    return TrustBundle(
+        trust_domain=td,
+        keys=MappingProxyType(keys),
+        refresh_hint_s=refresh_hint,
+        sequence=sequence,
+        fetched_at=now,
+        digest=hashlib.sha256(canonical.encode()).hexdigest(),
+    )
+
+
+def _optional_uint(doc: dict[str, Any], name: str) -> int | None:
+    # Trust Domain and Bundle §4.1.1, §4.1.2: integers when set (64-bit for the sequence).
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_UINT64:
+        raise BundleError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise ValueError(f"duplicate member {name!r}")
+        out[name] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
