@@ -49,6 +49,7 @@ from broker.cli.common import (
     set_status,
     show_one,
 )
+from broker.cli.issuers import issuers_app
 from broker.revocation.service import announce_key_change
 from registry import store
 from registry.errors import NotFound
@@ -77,6 +78,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(gateways_app, name="gateways")
     app.add_typer(trust_domains_app, name="trust-domains")
     app.add_typer(keys_app, name="keys")
+    app.add_typer(issuers_app, name="issuers")
 
 
 # --- admin tokens --------------------------------------------------------------------

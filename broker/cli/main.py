@@ -227,9 +227,6 @@ def _register_admin() -> None:
     except ImportError:  # pragma: no cover - the admin commands ship with the package
         return
     register(app)
-    from broker.cli.issuers import issuers_app
-
-    app.add_typer(issuers_app, name="issuers")
     from broker.cli.revoke import register as register_revoke
 
     register_revoke(app, audit_app)
