@@ -33,6 +33,7 @@ from broker.auth.resource_servers import (
 from broker.revocation.revoked import RevocationKind
 from broker.revocation.service import RevocationService, revocation_event
 from broker.revocation.store import RevocationCreate, RevocationPublic, list_revocations
+from broker.runtime import Broker
 from jwks.errors import JwksError
 from registry import store
 from registry.errors import Invalid, NotFound
@@ -53,8 +54,7 @@ class RevocationResult(BaseModel):
     suspended: str | None
 
 
-def revocation_router(service: RevocationService) -> APIRouter:
-    broker = service.broker
+def revocation_router(broker: Broker, service: RevocationService) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["admin"], route_class=AdminRoute)
 
     def scope(s: AdminScope) -> Any:

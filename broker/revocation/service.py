@@ -1,4 +1,4 @@
-"""Revocation, the kill switch and introspection, wired onto a ``Broker``.
+"""Revocation, the kill switch and introspection, wired onto the runtime (``broker.runtime``).
 
 - After every registry refresh (``broker.change_hooks``) the revocation set and the resource
   servers are reloaded from the database; a write anywhere bumps ``registry_version``, so
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from broker.audit.writer import AuditEvent
+from broker.audit.writer import AuditEvent, AuditWriter
 from broker.auth.clients import (
     JWT_BEARER,
     JWT_SPIFFE,
@@ -27,8 +28,9 @@ from broker.auth.clients import (
     PrivateKeyJwtAuth,
 )
 from broker.auth.resource_servers import ResourceServerSet, load_views
+from broker.auth.svid import SvidValidator
 from broker.revocation.introspection import TokenInspector
-from broker.revocation.revoked import RevocationEntry, RevocationKind
+from broker.revocation.revoked import RevocationEntry, RevocationKind, RevocationSet
 from broker.revocation.store import (
     RevocationCreate,
     RevocationPublic,
@@ -36,11 +38,12 @@ from broker.revocation.store import (
     load_live,
     prune_revocations,
 )
-from broker.runtime import Broker
+from broker.settings import Settings
+from broker.signing.keyring import KeyRing
 from registry import store
 from registry.errors import NotFound
 from registry.models import Status
-from registry.snapshot import RegistrySnapshot
+from registry.snapshot import RegistrySnapshot, SnapshotHolder
 
 log = logging.getLogger("writ.revocation")
 
@@ -55,8 +58,33 @@ class Revoked:
     suspended: str | None
 
 
+class Host(Protocol):
+    """What the service needs of the runtime (``broker.runtime.Broker`` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def keyring(self) -> KeyRing: ...
+    @property
+    def svids(self) -> SvidValidator: ...
+    @property
+    def revocations(self) -> RevocationSet: ...
+    @property
+    def audit(self) -> AuditWriter: ...
+    @property
+    def snapshots(self) -> SnapshotHolder: ...
+    @property
+    def change_hooks(self) -> list[Callable[[RegistrySnapshot], None]]: ...
+
+
 class RevocationService:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Host) -> None:
         self.broker = broker
         settings = broker.settings
         self.max_token_ttl_s = float(settings.keys.max_token_ttl_s)

@@ -23,6 +23,7 @@ from broker.responses import NO_STORE, json_response, oauth_error_response
 from broker.revocation.introspection import introspection_body
 from broker.revocation.service import RevocationService
 from broker.routes.token import read_form, token_parameter
+from broker.runtime import Broker
 from registry.models import GatewayAuthMethod, Status
 
 log = logging.getLogger("writ.introspect")
@@ -36,9 +37,8 @@ def _bearer_failed(reason: str) -> InvalidClient:
                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def introspect_router(service: RevocationService) -> APIRouter:
+def introspect_router(broker: Broker, service: RevocationService) -> APIRouter:
     router = APIRouter()
-    broker = service.broker
 
     def by_bearer(authorization: str) -> ResourceServerView:
         scheme, _, credential = authorization.partition(" ")

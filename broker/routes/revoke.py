@@ -23,6 +23,7 @@ from broker.revocation.revoked import RevocationKind
 from broker.revocation.service import RevocationService, revocation_event
 from broker.revocation.store import RevocationCreate
 from broker.routes.token import read_form, token_parameter
+from broker.runtime import Broker
 from jwks.errors import InvalidToken
 
 log = logging.getLogger("writ.revoke")
@@ -40,9 +41,8 @@ def _owner(raw: object) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def revoke_router(service: RevocationService) -> APIRouter:
+def revoke_router(broker: Broker, service: RevocationService) -> APIRouter:
     router = APIRouter()
-    broker = service.broker
 
     async def audited(event: AuditEvent) -> Response | None:
         try:
