@@ -107,3 +107,9 @@ def matches_any(spiffe_id: str, patterns: tuple[str, ...] | list[str]) -> bool:
 @lru_cache(maxsize=65536)
 def _matches_any(spiffe_id: str, patterns: tuple[str, ...]) -> bool:
     return any(_parse(p).matches(spiffe_id) for p in patterns)
+
+
+def split_spiffe_id(spiffe_id: str) -> tuple[str, tuple[str, ...]]:
+    """The trust domain and path segments of a well-formed SPIFFE ID; raises
+    ``InvalidPattern`` otherwise."""
+    return _split(spiffe_id)

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+import immutables
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from jwks.patterns import SpiffePattern
+from jwks.patterns import SpiffePattern, split_spiffe_id
 from registry.charter import SCOPE_TOKEN
 from registry.tools import TAG, Risk, ToolView
 
@@ -79,26 +80,105 @@ class BoundView:
         return scopes if ANY in self.scopes else scopes & self.scopes
 
 
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """One path segment of the bounds index: ``children`` by segment (``*`` for a one-segment
+    wildcard), the bounds whose pattern ends exactly here, and those ending in ``/**`` here."""
+
+    children: immutables.Map[str, _Node] = field(default_factory=immutables.Map)
+    exact: tuple[BoundView, ...] = ()
+    subtree: tuple[BoundView, ...] = ()
+
+    def empty(self) -> bool:
+        return not (self.children or self.exact or self.subtree)
+
+
+def _put(node: _Node, segments: tuple[str, ...], subtree: bool, bound: BoundView | None,
+         pattern: str) -> _Node:
+    """A copy of ``node`` with ``pattern``'s bound replaced by ``bound`` (removed when None);
+    only the nodes on the pattern's path are copied."""
+    if not segments:
+        keep = lambda views: tuple(v for v in views if v.pattern != pattern)  # noqa: E731
+        exact, sub = keep(node.exact), keep(node.subtree)
+        if bound is not None:
+            if subtree:
+                sub = (*sub, bound)
+            else:
+                exact = (*exact, bound)
+        return _Node(node.children, exact, sub)
+    head, rest = segments[0], segments[1:]
+    child = _put(node.children.get(head, _Node()), rest, subtree, bound, pattern)
+    children = node.children.delete(head) if child.empty() and head in node.children else (
+        node.children if child.empty() else node.children.set(head, child))
+    return _Node(children, node.exact, node.subtree)
+
+
+def _walk(node: _Node, segs: tuple[str, ...], i: int, out: list[BoundView]) -> None:
+    out.extend(node.subtree)  # /** covers the prefix itself and everything below it
+    if i == len(segs):
+        out.extend(node.exact)
+        return
+    for key in (segs[i], "*"):
+        child = node.children.get(key)
+        if child is not None:
+            _walk(child, segs, i + 1, out)
+
+
 @dataclass(frozen=True)
 class NamespaceBounds:
-    """Every bound of the registry, with a memo of which ones cover an agent."""
+    """Every bound of the registry, indexed by trust domain and path segment, with a memo of
+    which ones cover an agent. A lookup walks one path of the index: its cost does not grow
+    with the number of bounds. ``with_bound``/``without`` return a changed copy that shares
+    everything off the changed path (a registry change is applied as a delta)."""
 
-    rules: tuple[BoundView, ...] = ()
+    by_pattern: immutables.Map[str, BoundView] = field(default_factory=immutables.Map)
+    roots: immutables.Map[str, _Node] = field(default_factory=immutables.Map)
     _memo: dict[str, tuple[BoundView, ...]] = field(default_factory=dict, compare=False,
                                                      repr=False)
 
     @classmethod
     def of(cls, rules: Iterable[BoundView]) -> NamespaceBounds:
-        return cls(tuple(sorted(rules, key=lambda b: b.pattern)))
+        bounds = cls()
+        for rule in rules:
+            bounds = bounds.with_bound(rule)
+        return bounds
+
+    @property
+    def rules(self) -> tuple[BoundView, ...]:
+        return tuple(sorted(self.by_pattern.values(), key=lambda b: b.pattern))
 
     def __len__(self) -> int:
-        return len(self.rules)
+        return len(self.by_pattern)
+
+    def _place(self, pattern: str, bound: BoundView | None) -> NamespaceBounds:
+        parsed = SpiffePattern.parse(pattern)
+        root = self.roots.get(parsed.trust_domain, _Node())
+        root = _put(root, parsed.segments, parsed.subtree, bound, pattern)
+        roots = (self.roots.delete(parsed.trust_domain)
+                 if root.empty() and parsed.trust_domain in self.roots
+                 else self.roots if root.empty() else self.roots.set(parsed.trust_domain, root))
+        by_pattern = (self.by_pattern.set(pattern, bound) if bound is not None
+                      else self.by_pattern.delete(pattern) if pattern in self.by_pattern
+                      else self.by_pattern)
+        return NamespaceBounds(by_pattern, roots)
+
+    def with_bound(self, bound: BoundView) -> NamespaceBounds:
+        return self._place(bound.pattern, bound)
+
+    def without(self, pattern: str) -> NamespaceBounds:
+        return self._place(pattern, None) if pattern in self.by_pattern else self
 
     def covering(self, spiffe_id: str) -> tuple[BoundView, ...]:
-        """The bounds whose pattern covers ``spiffe_id`` (a well-formed SPIFFE ID)."""
+        """The bounds whose pattern covers ``spiffe_id`` (a well-formed SPIFFE ID), ordered by
+        pattern."""
         hit = self._memo.get(spiffe_id)
         if hit is None:
-            hit = tuple(b for b in self.rules if SpiffePattern.parse(b.pattern).matches(spiffe_id))
+            td, segs = split_spiffe_id(spiffe_id)
+            out: list[BoundView] = []
+            root = self.roots.get(td)
+            if root is not None:
+                _walk(root, segs, 0, out)
+            hit = tuple(sorted(out, key=lambda b: b.pattern))
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
             self._memo[spiffe_id] = hit

@@ -143,7 +143,7 @@ def create_issuer(
         raise Conflict(f"issuer {data.issuer} is already trusted")
     row = TrustedIssuer(**data.model_dump(), created_by=by, created_at=now, updated_at=now)
     session.add(row)
-    bump_version(session)
+    bump_version(session, "issuer", data.issuer)
     session.flush()
     return _public(row)
 
@@ -162,7 +162,7 @@ def delete_issuer(session: Session, issuer: str) -> None:
     if row is None:
         raise NotFound(f"no trusted issuer {issuer}")
     session.delete(row)
-    bump_version(session)
+    bump_version(session, "issuer", issuer)
     session.flush()
 
 

@@ -193,3 +193,15 @@ class RegistryVersion(SQLModel, table=True):
     __tablename__ = "registry_version"
     id: int = Field(default=1, primary_key=True)
     version: int = 0
+
+
+class RegistryChange(SQLModel, table=True):
+    """What each registry version changed, so replicas apply it as a delta (DESIGN §6):
+    ``kind`` names the table (``agent``, ``gateway``, ``tool`` ...) and ``key`` the row;
+    ``kind = "*"`` asks for a full reload. Old rows are pruned: a replica further behind
+    than what is kept reloads in full."""
+
+    __tablename__ = "registry_changes"
+    version: int = Field(primary_key=True)
+    kind: str = Field(max_length=32)
+    key: str = Field(default="", max_length=2048)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import CursorResult, text, update
+from sqlalchemy import delete, text, update
 from sqlmodel import Session, col, select
 
 from jwks.errors import JwksError
@@ -27,6 +27,7 @@ from registry.models import (
     GatewayCreate,
     GatewayPublic,
     GatewayUpdate,
+    RegistryChange,
     RegistryVersion,
     Status,
     TrustDomainCreate,
@@ -38,14 +39,30 @@ from registry.models import (
 CHANGE_CHANNEL = "writ_registry"
 
 
-def bump_version(session: Session) -> None:
-    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+#: registry versions whose change rows are kept; a replica further behind reloads in full
+CHANGES_KEPT = 10_000
+FULL = "*"
+
+
+def bump_version(session: Session, kind: str = FULL, key: str = "") -> None:
+    """Move ``registry_version`` and record what changed (``kind``, ``key``), in the caller's
+    transaction. The version row's lock orders concurrent writers, so versions commit in
+    order and every version has exactly one change row."""
+    version = session.execute(
         update(RegistryVersion)
         .where(col(RegistryVersion.id) == 1)
         .values(version=col(RegistryVersion.version) + 1)
-    )
-    if result.rowcount == 0:
-        session.add(RegistryVersion(id=1, version=1))
+        .returning(col(RegistryVersion.version))
+    ).scalar_one_or_none()
+    if version is None:
+        version = 1
+        session.add(RegistryVersion(id=1, version=version))
+        session.flush()
+    session.add(RegistryChange(version=version, kind=kind, key=key))
+    if version % 1000 == 0:
+        session.execute(
+            delete(RegistryChange).where(col(RegistryChange.version) <= version - CHANGES_KEPT)
+        )
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         # delivered at commit to every replica's listener (DESIGN §6)
@@ -102,7 +119,7 @@ def create_agent(session: Session, data: AgentCreate, *, now: float, by: str) ->
     )
     session.add(agent)
     _add_charter(session, data.spiffe_id, 1, data.charter, now=now, by=by)
-    bump_version(session)
+    bump_version(session, "agent", data.spiffe_id)
     session.flush()
     return _agent_public(session, agent)
 
@@ -131,7 +148,7 @@ def update_agent(
         _add_charter(session, spiffe_id, agent.charter_version, data.charter, now=now, by=by)
     agent.updated_at = now
     session.add(agent)
-    bump_version(session)
+    bump_version(session, "agent", spiffe_id)
     session.flush()
     return _agent_public(session, agent)
 
@@ -147,7 +164,7 @@ def set_agent_status(
     agent.status = status
     agent.updated_at = now
     session.add(agent)
-    bump_version(session)
+    bump_version(session, "agent", spiffe_id)
     session.flush()
     return _agent_public(session, agent)
 
@@ -161,7 +178,7 @@ def delete_agent(session: Session, spiffe_id: str) -> None:
     ):
         session.delete(cv)
     session.delete(agent)
-    bump_version(session)
+    bump_version(session, "agent", spiffe_id)
     session.flush()
 
 
@@ -197,7 +214,7 @@ def create_gateway(session: Session, data: GatewayCreate, *, now: float) -> Gate
     _check_gateway_keys(data.auth_method, data.jwks)
     g = Gateway(**data.model_dump(), status=Status.active, created_at=now, updated_at=now)
     session.add(g)
-    bump_version(session)
+    bump_version(session, "gateway", data.client_id)
     session.flush()
     return _gateway_public(g)
 
@@ -223,7 +240,7 @@ def update_gateway(
     _check_gateway_keys(GatewayAuthMethod(g.auth_method), g.jwks)
     g.updated_at = now
     session.add(g)
-    bump_version(session)
+    bump_version(session, "gateway", client_id)
     session.flush()
     return _gateway_public(g)
 
@@ -237,7 +254,7 @@ def set_gateway_status(
     g.status = status
     g.updated_at = now
     session.add(g)
-    bump_version(session)
+    bump_version(session, "gateway", client_id)
     session.flush()
     return _gateway_public(g)
 
@@ -247,7 +264,7 @@ def delete_gateway(session: Session, client_id: str) -> None:
     if g is None:
         raise NotFound(f"no gateway {client_id}")
     session.delete(g)
-    bump_version(session)
+    bump_version(session, "gateway", client_id)
     session.flush()
 
 
@@ -279,7 +296,7 @@ def create_trust_domain(
         updated_at=now,
     )
     session.add(t)
-    bump_version(session)
+    bump_version(session, "trust_domain", data.name)
     session.flush()
     return _td_public(t)
 
@@ -310,7 +327,7 @@ def update_trust_domain(
         setattr(t, key, value)
     t.updated_at = now
     session.add(t)
-    bump_version(session)
+    bump_version(session, "trust_domain", name)
     session.flush()
     return _td_public(t)
 
@@ -320,5 +337,5 @@ def delete_trust_domain(session: Session, name: str) -> None:
     if t is None:
         raise NotFound(f"no trust domain {name}")
     session.delete(t)
-    bump_version(session)
+    bump_version(session, "trust_domain", name)
     session.flush()

@@ -79,7 +79,7 @@ def create_tool(session: Session, doc: ToolDocument, *, source: ToolSource,
                      **(times.model_dump() if times else {}),
                      created_by=by, created_at=now, updated_at=now)
     session.add(row)
-    bump_version(session)
+    bump_version(session, "tool", doc.tool_id)
     session.flush()
     return _tool_public(row)
 
@@ -108,7 +108,7 @@ def update_tool_document(session: Session, tool_id: str, doc: ToolDocument, *,
     row.usable_until = times.usable_until if times else None
     row.updated_at = now
     session.add(row)
-    bump_version(session)
+    bump_version(session, "tool", tool_id)
     session.flush()
     return _tool_public(row)
 
@@ -118,23 +118,31 @@ def delete_tool(session: Session, tool_id: str) -> None:
     if row is None:
         raise NotFound(f"no tool {tool_id}")
     session.delete(row)
-    bump_version(session)
+    bump_version(session, "tool", tool_id)
     session.flush()
 
 
+def _tool_view_of(row: ToolRecord) -> ToolView | None:
+    """A row whose document no longer validates (the rules tightened since it was stored)
+    gives None: such a tool resolves to nothing."""
+    try:
+        doc = ToolDocument.model_validate(row.document)
+    except ValueError:
+        return None
+    return tool_view(doc, source=row.source, fetched_at=row.fetched_at,
+                     fresh_until=row.fresh_until, usable_until=row.usable_until)
+
+
 def load_tool_views(session: Session) -> Mapping[str, ToolView]:
-    """Every tool, for the snapshot. A row whose document no longer validates (the rules
-    tightened since it was stored) is left out: such a tool resolves to nothing."""
-    views: dict[str, ToolView] = {}
-    for row in session.exec(select(ToolRecord)):
-        try:
-            doc = ToolDocument.model_validate(row.document)
-        except ValueError:
-            continue
-        views[row.tool_id] = tool_view(doc, source=row.source, fetched_at=row.fetched_at,
-                                       fresh_until=row.fresh_until,
-                                       usable_until=row.usable_until)
-    return MappingProxyType(views)
+    """Every tool, for the snapshot."""
+    views = {row.tool_id: _tool_view_of(row) for row in session.exec(select(ToolRecord))}
+    return MappingProxyType({k: v for k, v in views.items() if v is not None})
+
+
+def load_tool_view(session: Session, tool_id: str) -> ToolView | None:
+    """One tool, for a snapshot delta; None when it is gone or no longer valid."""
+    row = session.get(ToolRecord, tool_id)
+    return None if row is None else _tool_view_of(row)
 
 
 # --- namespace bounds -------------------------------------------------------------------------
@@ -181,7 +189,7 @@ def put_bound(session: Session, rule: NamespaceBoundRule, *, now: float,
     row.description = rule.description
     row.updated_at = now
     session.add(row)
-    bump_version(session)
+    bump_version(session, "bound", rule.pattern)
     session.flush()
     return _bound_public(row), created
 
@@ -201,12 +209,13 @@ def delete_bound(session: Session, pattern: str) -> None:
     if row is None:
         raise NotFound(f"no namespace bound {pattern}")
     session.delete(row)
-    bump_version(session)
+    bump_version(session, "bound", pattern)
     session.flush()
 
 
+def bound_view(r: NamespaceBoundRecord) -> BoundView:
+    return BoundView(r.pattern, frozenset(r.tags), frozenset(r.scopes), Risk(r.max_risk))
+
+
 def load_bounds(session: Session) -> NamespaceBounds:
-    return NamespaceBounds.of(
-        BoundView(r.pattern, frozenset(r.tags), frozenset(r.scopes), Risk(r.max_risk))
-        for r in session.exec(select(NamespaceBoundRecord))
-    )
+    return NamespaceBounds.of(bound_view(r) for r in session.exec(select(NamespaceBoundRecord)))

@@ -111,7 +111,7 @@ def create_resource_server(
     if session.get(ResourceServer, data.client_id) is not None:
         raise Conflict(f"resource server {data.client_id} is already registered")
     _check_keys(data.auth_method, data.jwks)
-    bump_version(session)
+    bump_version(session, "resource_server", data.client_id)
     row = ResourceServer(**data.model_dump(), status=Status.active, created_at=now,
                          updated_at=now)
     session.add(row)
@@ -142,7 +142,7 @@ def update_resource_server(
             raise Invalid(f"{key} cannot be null")
         setattr(row, key, value)
     _check_keys(GatewayAuthMethod(row.auth_method), row.jwks)
-    bump_version(session)
+    bump_version(session, "resource_server", client_id)
     row.updated_at = now
     session.add(row)
     session.flush()
@@ -155,7 +155,7 @@ def set_resource_server_status(
     row = session.get(ResourceServer, client_id)
     if row is None:
         raise NotFound(f"no resource server {client_id}")
-    bump_version(session)
+    bump_version(session, "resource_server", client_id)
     row.status = status
     row.updated_at = now
     session.add(row)
@@ -167,7 +167,7 @@ def delete_resource_server(session: Session, client_id: str) -> None:
     row = session.get(ResourceServer, client_id)
     if row is None:
         raise NotFound(f"no resource server {client_id}")
-    bump_version(session)
+    bump_version(session, "resource_server", client_id)
     session.delete(row)
     session.flush()
 

@@ -288,5 +288,5 @@ def announce_key_change(engine: Engine) -> None:
     """After a key rotation: bump the registry version so every replica reloads its keys
     at once (the keys' own poll stays the fallback)."""
     with Session(engine) as session:
-        store.bump_version(session)
+        store.bump_version(session, "key")
         session.commit()

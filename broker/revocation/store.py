@@ -86,7 +86,7 @@ def create_revocation(
     token_exp: float | None = None,
 ) -> RevocationPublic:
     check_value(data.kind, data.value)
-    bump_version(session)
+    bump_version(session, "revocation", data.value)
     row = Revocation(
         kind=data.kind,
         value=data.value,
