@@ -59,3 +59,22 @@ def test_rewrite_results_replaces_only_its_backend(tmp_path: Path) -> None:
     assert doc.read_text() == (
         "intro\n\n<!-- bench:sqlite -->\nnew\n<!-- /bench:sqlite -->\n\ntail\n\n"
         "<!-- bench:postgresql -->\npg\n<!-- /bench:postgresql -->\n")
+
+
+@pytest.mark.e2e
+def test_registry_bench_prints_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    out.write_text("# Performance\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_registry.py"), "--sizes", "5", "300",
+         "--rounds", "1", "--writes", "3", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table_rows(done.stdout)
+    assert [(r["agents"], r["tools"], r["bounds"]) for r in rows] == [
+        ("5", "5", "5"), ("300", "300", "300")]
+    for row in rows:
+        assert float(row["startup to ready (s)"].split()[0]) > 0
+        assert float(row["admin write (ms)"].split()[0]) > 0
+    assert "<!-- bench:registry -->" in out.read_text()
