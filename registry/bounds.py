@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import immutables
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -93,35 +93,70 @@ class _Node:
         return not (self.children or self.exact or self.subtree)
 
 
-def _put(node: _Node, segments: tuple[str, ...], subtree: bool, bound: BoundView | None,
+def _put(root: _Node, segments: tuple[str, ...], subtree: bool, bound: BoundView | None,
          pattern: str) -> _Node:
-    """A copy of ``node`` with ``pattern``'s bound replaced by ``bound`` (removed when None);
-    only the nodes on the pattern's path are copied."""
-    if not segments:
-        keep = lambda views: tuple(v for v in views if v.pattern != pattern)  # noqa: E731
-        exact, sub = keep(node.exact), keep(node.subtree)
-        if bound is not None:
-            if subtree:
-                sub = (*sub, bound)
-            else:
-                exact = (*exact, bound)
-        return _Node(node.children, exact, sub)
-    head, rest = segments[0], segments[1:]
-    child = _put(node.children.get(head, _Node()), rest, subtree, bound, pattern)
-    children = node.children.delete(head) if child.empty() and head in node.children else (
-        node.children if child.empty() else node.children.set(head, child))
-    return _Node(children, node.exact, node.subtree)
+    """A copy of ``root`` with ``pattern``'s bound replaced by ``bound`` (removed when None);
+    only the nodes on the pattern's path are copied. Iterative: a path may have many
+    segments."""
+    path = [root]
+    for seg in segments:
+        path.append(path[-1].children.get(seg, _Node()))
+    leaf = path[-1]
+    exact = tuple(v for v in leaf.exact if v.pattern != pattern)
+    sub = tuple(v for v in leaf.subtree if v.pattern != pattern)
+    if bound is not None:
+        if subtree:
+            sub = (*sub, bound)
+        else:
+            exact = (*exact, bound)
+    node = _Node(leaf.children, exact, sub)
+    for parent, seg in zip(reversed(path[:-1]), reversed(segments), strict=True):
+        children = (parent.children.set(seg, node) if not node.empty()
+                    else parent.children.delete(seg) if seg in parent.children
+                    else parent.children)
+        node = _Node(children, parent.exact, parent.subtree)
+    return node
 
 
-def _walk(node: _Node, segs: tuple[str, ...], i: int, out: list[BoundView]) -> None:
-    out.extend(node.subtree)  # /** covers the prefix itself and everything below it
-    if i == len(segs):
-        out.extend(node.exact)
-        return
-    for key in (segs[i], "*"):
-        child = node.children.get(key)
-        if child is not None:
-            _walk(child, segs, i + 1, out)
+def _walk(root: _Node, segs: tuple[str, ...], out: list[BoundView]) -> None:
+    stack = [(root, 0)]
+    while stack:
+        node, i = stack.pop()
+        out.extend(node.subtree)  # /** covers the prefix itself and everything below it
+        if i == len(segs):
+            out.extend(node.exact)
+            continue
+        for key in (segs[i], "*"):
+            child = node.children.get(key)
+            if child is not None:
+                stack.append((child, i + 1))
+
+
+def _build(rules: Iterable[BoundView]) -> tuple[dict[str, BoundView], dict[str, _Node]]:
+    """The index of many bounds at once (a full load), built mutable and frozen bottom-up."""
+    by_pattern = {rule.pattern: rule for rule in rules}
+    Draft = tuple[dict[str, Any], list[BoundView], list[BoundView]]
+    drafts: dict[str, Draft] = {}
+    order: list[Draft] = []  # parents before children
+    for rule in by_pattern.values():
+        parsed = SpiffePattern.parse(rule.pattern)
+        node = drafts.get(parsed.trust_domain)
+        if node is None:
+            node = drafts[parsed.trust_domain] = ({}, [], [])
+            order.append(node)
+        for seg in parsed.segments:
+            child = node[0].get(seg)
+            if child is None:
+                child = node[0][seg] = ({}, [], [])
+                order.append(child)
+            node = child
+        (node[2] if parsed.subtree else node[1]).append(rule)
+    frozen: dict[int, _Node] = {}
+    for draft in reversed(order):  # children before parents
+        frozen[id(draft)] = _Node(
+            immutables.Map({seg: frozen[id(child)] for seg, child in draft[0].items()}),
+            tuple(draft[1]), tuple(draft[2]))
+    return by_pattern, {td: frozen[id(draft)] for td, draft in drafts.items()}
 
 
 @dataclass(frozen=True)
@@ -138,10 +173,8 @@ class NamespaceBounds:
 
     @classmethod
     def of(cls, rules: Iterable[BoundView]) -> NamespaceBounds:
-        bounds = cls()
-        for rule in rules:
-            bounds = bounds.with_bound(rule)
-        return bounds
+        by_pattern, roots = _build(rules)
+        return cls(immutables.Map(by_pattern), immutables.Map(roots))
 
     @property
     def rules(self) -> tuple[BoundView, ...]:
@@ -177,7 +210,7 @@ class NamespaceBounds:
             out: list[BoundView] = []
             root = self.roots.get(td)
             if root is not None:
-                _walk(root, segs, 0, out)
+                _walk(root, segs, out)
             hit = tuple(sorted(out, key=lambda b: b.pattern))
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()

@@ -13,8 +13,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import JSON, Column
-from sqlmodel import Field, Session, SQLModel, select
+from sqlalchemy import JSON, Column, Text, cast
+from sqlalchemy import select as select_columns
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from registry.bounds import BoundView, NamespaceBoundRule, NamespaceBounds
 from registry.errors import Conflict, NotFound
@@ -122,27 +123,40 @@ def delete_tool(session: Session, tool_id: str) -> None:
     session.flush()
 
 
-def _tool_view_of(row: ToolRecord) -> ToolView | None:
-    """A row whose document no longer validates (the rules tightened since it was stored)
-    gives None: such a tool resolves to nothing."""
-    try:
-        doc = ToolDocument.model_validate(row.document)
-    except ValueError:
-        return None
-    return tool_view(doc, source=row.source, fetched_at=row.fetched_at,
-                     fresh_until=row.fresh_until, usable_until=row.usable_until)
+_TOOL_COLUMNS = (col(ToolRecord.tool_id), col(ToolRecord.source),
+                 cast(col(ToolRecord.document), Text), col(ToolRecord.document_hash),
+                 col(ToolRecord.fetched_at), col(ToolRecord.fresh_until),
+                 col(ToolRecord.usable_until))
+
+
+def _tool_views(session: Session, tool_id: str | None = None) -> dict[str, ToolView]:
+    """Tools as the snapshot holds them, parsed straight from the stored JSON. A row whose
+    document no longer validates (the rules tightened since it was stored) is left out: such
+    a tool resolves to nothing."""
+    query = select_columns(*_TOOL_COLUMNS)
+    if tool_id is not None:
+        query = query.where(col(ToolRecord.tool_id) == tool_id)
+    views: dict[str, ToolView] = {}
+    for tid, source, document, digest, fetched_at, fresh_until, usable_until in \
+            session.execute(query):
+        try:
+            doc = ToolDocument.model_validate_json(document)
+        except ValueError:
+            continue
+        views[tid] = tool_view(doc, source=source, fetched_at=fetched_at,
+                               fresh_until=fresh_until, usable_until=usable_until,
+                               digest=digest)
+    return views
 
 
 def load_tool_views(session: Session) -> Mapping[str, ToolView]:
     """Every tool, for the snapshot."""
-    views = {row.tool_id: _tool_view_of(row) for row in session.exec(select(ToolRecord))}
-    return MappingProxyType({k: v for k, v in views.items() if v is not None})
+    return MappingProxyType(_tool_views(session))
 
 
 def load_tool_view(session: Session, tool_id: str) -> ToolView | None:
     """One tool, for a snapshot delta; None when it is gone or no longer valid."""
-    row = session.get(ToolRecord, tool_id)
-    return None if row is None else _tool_view_of(row)
+    return _tool_views(session, tool_id).get(tool_id)
 
 
 # --- namespace bounds -------------------------------------------------------------------------
@@ -218,4 +232,9 @@ def bound_view(r: NamespaceBoundRecord) -> BoundView:
 
 
 def load_bounds(session: Session) -> NamespaceBounds:
-    return NamespaceBounds.of(bound_view(r) for r in session.exec(select(NamespaceBoundRecord)))
+    rows = session.execute(select_columns(
+        col(NamespaceBoundRecord.pattern), col(NamespaceBoundRecord.tags),
+        col(NamespaceBoundRecord.scopes), col(NamespaceBoundRecord.max_risk)))
+    return NamespaceBounds.of(
+        BoundView(pattern, frozenset(tags), frozenset(scopes), Risk(risk))
+        for pattern, tags, scopes, risk in rows)

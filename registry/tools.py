@@ -343,7 +343,10 @@ def unmet_chain_requirements(requires: Iterable[str], chain: Sequence[str]) -> t
 
 
 def tool_view(doc: ToolDocument, *, source: str, fetched_at: float | None = None,
-              fresh_until: float | None = None, usable_until: float | None = None) -> ToolView:
+              fresh_until: float | None = None, usable_until: float | None = None,
+              digest: str | None = None) -> ToolView:
+    """What the token path reads of a tool; ``digest`` is the stored ``document_hash`` when
+    the caller has it."""
     upstream = None
     if doc.token.kind is TokenKind.upstream:
         assert doc.token.token_endpoint is not None and doc.token.grant is not None
@@ -362,7 +365,7 @@ def tool_view(doc: ToolDocument, *, source: str, fetched_at: float | None = None
         max_ttl_s=doc.max_ttl_s,
         authorization_details_types=frozenset(doc.authorization_details_types),
         source=source,
-        document_hash=document_hash(doc),
+        document_hash=digest or document_hash(doc),
         fetched_at=fetched_at,
         fresh_until=fresh_until,
         usable_until=usable_until,
