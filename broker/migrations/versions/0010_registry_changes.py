@@ -1,6 +1,6 @@
 """registry changes: what each registry version changed, for delta application
 
-Revision ID: 0005
+Revision ID: 0010
 Revises: 0001
 Create Date: 2026-12-07 05:00:00.000000
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-revision: str = "0005"
+revision: str = "0010"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
