@@ -1,0 +1,121 @@
+"""A real ``writ serve --dev`` on loopback for the third-party clients, once per session and
+token profile, with a ``private_key_jwt`` gateway and resource server registered through the
+CLI. Plain http on loopback: each client says how it allows that."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from broker.cli.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
+from tests.revocation_kit import FORM, start_writ, stop_writ, writ_cli, writ_env
+
+TRUST_DOMAIN = "dev.writ.local"
+PKJ_GATEWAY = "spiffe://dev.writ.local/gateway/clients"
+RESOURCE_SERVER = "spiffe://dev.writ.local/services/clients"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+#: Token profiles the clients run against: name -> environment of ``writ serve``. A second
+#: profile is one more entry here (its setting, e.g. the agents-02 shape).
+PROFILES: dict[str, dict[str, str]] = {"default": {}}
+
+
+@dataclass
+class Party:
+    """A client registered with private_key_jwt: its id and its key (kid ``k1``)."""
+
+    client_id: str
+    key: ECKey
+    key_file: Path  # the private JWK, mode 0600, for the Node scripts
+
+    def private_jwk(self) -> dict[str, Any]:
+        return {**self.key.as_dict(private=True), "kid": "k1", "alg": "ES256"}
+
+    def assertion(self, aud: str) -> str:
+        now = int(time.time())
+        return jwt.encode({"alg": "ES256", "kid": "k1"},
+                          {"iss": self.client_id, "sub": self.client_id, "aud": aud,
+                           "jti": uuid.uuid4().hex, "iat": now, "exp": now + 60},
+                          self.key, algorithms=["ES256"])
+
+
+@dataclass
+class Writ:
+    url: str  # also the issuer
+    profile: str
+    td: DevTrustDomain
+    gateway: Party  # private_key_jwt
+    resource_server: Party  # private_key_jwt, may introspect the trust domain's tokens
+
+    def svid(self, spiffe_id: str) -> str:
+        return self.td.mint_svid(spiffe_id, self.url)
+
+    def agent_svid(self) -> str:
+        return self.svid(DEV_AGENT)
+
+    def dev_gateway_svid(self) -> str:
+        """The seeded jwt-spiffe gateway's own JWT-SVID, aud = the issuer."""
+        return self.svid(DEV_GATEWAY)
+
+
+def _party(directory: Path, client_id: str, name: str) -> Party:
+    key = ECKey.generate_key("P-256", private=True)
+    key_file = directory / f"{name}.private.jwk"
+    key_file.touch(mode=0o600)
+    party = Party(client_id, key, key_file)
+    key_file.write_text(json.dumps(party.private_jwk()))
+    (directory / f"{name}.jwks").write_text(
+        json.dumps({"keys": [{**key.as_dict(private=False), "kid": "k1"}]}))
+    return party
+
+
+def _await_registration(url: str, gateway: Party, rs: Party, timeout_s: float = 30) -> None:
+    """The CLI writes to the database; the server's snapshot picks it up within its poll."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r1 = httpx.post(f"{url}/revoke", headers=FORM, data={
+            "token": "x", "client_assertion_type": JWT_BEARER,
+            "client_assertion": gateway.assertion(url)})
+        r2 = httpx.post(f"{url}/introspect", headers=FORM, data={
+            "token": "x", "client_assertion_type": JWT_BEARER,
+            "client_assertion": rs.assertion(url)})
+        if r1.status_code == 200 and r2.status_code == 200:
+            return
+        assert time.monotonic() < deadline, (r1.text, r2.text)
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session", params=list(PROFILES))
+def writ(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Writ]:
+    profile: str = request.param
+    base = tmp_path_factory.mktemp(f"writ-clients-{profile}")
+    data = base / "data"
+    # authlib's PrivateKeyJWT signs assertions valid for 3600 s (docs/configuration.md)
+    env = writ_env(f"sqlite:///{base / 'writ.db'}", WRIT_CLIENT_ASSERTION_MAX_LIFETIME_S="3600",
+                   **PROFILES[profile])
+    server = start_writ(data, env)
+    try:
+        keys = base / "keys"
+        keys.mkdir(mode=0o700)
+        gateway = _party(keys, PKJ_GATEWAY, "gateway")
+        rs = _party(keys, RESOURCE_SERVER, "resource-server")
+        writ_cli(env, data, "gateways", "add", "--client-id", PKJ_GATEWAY,
+                 "--namespace", "spiffe://dev.writ.local/agents/**",
+                 "--auth-method", "private_key_jwt", "--jwks", str(keys / "gateway.jwks"))
+        writ_cli(env, data, "resource-servers", "add", "--client-id", RESOURCE_SERVER,
+                 "--audience", TRUST_DOMAIN, "--auth-method", "private_key_jwt",
+                 "--jwks", str(keys / "resource-server.jwks"))
+        _await_registration(server.url, gateway, rs)
+        yield Writ(server.url, profile, DevTrustDomain.load_or_create(data), gateway, rs)
+    finally:
+        stop_writ(server)
