@@ -96,7 +96,8 @@ def _await_registration(url: str, gateway: Party, rs: Party, timeout_s: float = 
 
 
 @pytest.fixture(scope="session", params=list(PROFILES))
-def writ(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Writ]:
+def writ(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Writ]:
     profile: str = request.param
     base = tmp_path_factory.mktemp(f"writ-clients-{profile}")
     data = base / "data"

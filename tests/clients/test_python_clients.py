@@ -13,7 +13,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
 from broker.cli.dev import DEV_AGENT
-from tests.clients.conftest import TRUST_DOMAIN, Party, Writ
+from tests.clients.conftest import JWT_BEARER, TRUST_DOMAIN, Party, Writ
 from tests.revocation_kit import FORM
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +86,7 @@ def test_authlib_introspects_and_revokes_with_private_key_jwt(writ: Writ) -> Non
 
 def _pkj_token(writ: Writ) -> str:
     r = httpx.post(f"{writ.url}/token", headers=FORM, data={
-        "grant_type": GRANT, "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "grant_type": GRANT, "client_assertion_type": JWT_BEARER,
         "client_assertion": writ.gateway.assertion(f"{writ.url}/token"),
         "subject_token": writ.agent_svid(),
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
