@@ -13,7 +13,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
 from broker.cli.dev import DEV_AGENT
-from tests.clients.conftest import JWT_BEARER, TRUST_DOMAIN, Party, Writ
+from tests.clients.clients_kit import JWT_BEARER, TRUST_DOMAIN, Party, Writ
 from tests.revocation_kit import FORM
 
 pytestmark = pytest.mark.e2e

@@ -3,7 +3,7 @@
 //
 //   TOKEN=<token> node verify.mjs   prints {"header": ..., "payload": ...}
 //
-// Environment: JWKS_URI, WRIT_ISSUER, TRUST_DOMAIN, TOKEN.
+// Environment: JWKS_URI, WRIT_ISSUER, TRUST_DOMAIN, TOKEN, and TYP to expect another type.
 import { createRemoteJWKSet, jwtVerify } from 'jose'
 
 const env = process.env
@@ -12,7 +12,7 @@ try {
   const { payload, protectedHeader } = await jwtVerify(env.TOKEN, keys, {
     issuer: env.WRIT_ISSUER,
     audience: env.TRUST_DOMAIN,
-    typ: 'txntoken+jwt',
+    typ: env.TYP ?? 'txntoken+jwt',
     algorithms: ['ES256', 'ES384', 'RS256', 'PS256', 'Ed25519', 'EdDSA'],
   })
   console.log(JSON.stringify({ header: protectedHeader, payload }))
