@@ -1,10 +1,11 @@
 """A real ``writ serve --dev`` on loopback for the third-party clients, once per session and
-token profile, with a ``private_key_jwt`` gateway and resource server registered through the
-CLI. Plain http on loopback: each client says how it allows that."""
+token profile, behind TLS terminated on loopback with a throwaway CA (``tests/tls.py``), with
+a ``private_key_jwt`` gateway and resource server registered through the CLI."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,11 @@ from tests.clients.clients_kit import (
     RESOURCE_SERVER,
     TRUST_DOMAIN,
     Party,
+    TlsFront,
     Writ,
 )
 from tests.revocation_kit import FORM, start_writ, stop_writ, writ_cli, writ_env
+from tests.tls import make_pki
 
 
 def _party(directory: Path, client_id: str, name: str) -> Party:
@@ -37,16 +40,16 @@ def _party(directory: Path, client_id: str, name: str) -> Party:
     return party
 
 
-def _await_registration(url: str, gateway: Party, rs: Party, timeout_s: float = 30) -> None:
+def _await_registration(writ: Writ, timeout_s: float = 30) -> None:
     """The CLI writes to the database; the server's snapshot picks it up within its poll."""
     deadline = time.monotonic() + timeout_s
     while True:
-        r1 = httpx.post(f"{url}/revoke", headers=FORM, data={
+        r1 = httpx.post(f"{writ.url}/revoke", headers=FORM, verify=writ.tls, data={
             "token": "x", "client_assertion_type": JWT_BEARER,
-            "client_assertion": gateway.assertion(url)})
-        r2 = httpx.post(f"{url}/introspect", headers=FORM, data={
+            "client_assertion": writ.gateway.assertion(writ.url)})
+        r2 = httpx.post(f"{writ.url}/introspect", headers=FORM, verify=writ.tls, data={
             "token": "x", "client_assertion_type": JWT_BEARER,
-            "client_assertion": rs.assertion(url)})
+            "client_assertion": writ.resource_server.assertion(writ.url)})
         if r1.status_code == 200 and r2.status_code == 200:
             return
         assert time.monotonic() < deadline, (r1.text, r2.text)
@@ -59,11 +62,21 @@ def writ(request: pytest.FixtureRequest,
     profile: str = request.param
     base = tmp_path_factory.mktemp(f"writ-clients-{profile}")
     data = base / "data"
-    # authlib's PrivateKeyJWT signs assertions valid for 3600 s (docs/configuration.md)
-    env = writ_env(f"sqlite:///{base / 'writ.db'}", WRIT_CLIENT_ASSERTION_MAX_LIFETIME_S="3600",
-                   **PROFILES[profile])
-    server = start_writ(data, env)
+    ca_file, cert_file, key_file = make_pki().write(base)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    front = TlsFront(context)
+    # the issuer is the https front, as behind a deployment's load balancer; authlib's
+    # PrivateKeyJWT signs assertions valid for 3600 s (docs/configuration.md)
+    env = writ_env(f"sqlite:///{base / 'writ.db'}", WRIT_ISSUER=front.url,
+                   WRIT_CLIENT_ASSERTION_MAX_LIFETIME_S="3600", **PROFILES[profile])
     try:
+        server = start_writ(data, env)
+    except BaseException:
+        front.stop()
+        raise
+    try:
+        front.backend_port = int(server.url.rsplit(":", 1)[1])
         keys = base / "keys"
         keys.mkdir(mode=0o700)
         gateway = _party(keys, PKJ_GATEWAY, "gateway")
@@ -74,7 +87,10 @@ def writ(request: pytest.FixtureRequest,
         writ_cli(env, data, "resource-servers", "add", "--client-id", RESOURCE_SERVER,
                  "--audience", TRUST_DOMAIN, "--auth-method", "private_key_jwt",
                  "--jwks", str(keys / "resource-server.jwks"))
-        _await_registration(server.url, gateway, rs)
-        yield Writ(server.url, profile, DevTrustDomain.load_or_create(data), gateway, rs)
+        found = Writ(front.url, ca_file, ssl.create_default_context(cafile=str(ca_file)),
+                     profile, DevTrustDomain.load_or_create(data), gateway, rs)
+        _await_registration(found)
+        yield found
     finally:
         stop_writ(server)
+        front.stop()

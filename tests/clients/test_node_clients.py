@@ -1,9 +1,11 @@
 """panva's ``openid-client`` and ``jose`` (npm, pinned by tests/clients/node/package-lock.json),
 unmodified, against a real Writ on loopback.
 
-The scripts under tests/clients/node/ print one JSON document each. Writ listens on plain
-http here, so the openid-client scripts call its documented ``allowInsecureRequests``
-(``WRIT_ALLOW_HTTP=1``); that is for loopback only. ``npm ci`` runs once per session, and
+The scripts under tests/clients/node/ print one JSON document each. Writ's issuer is https
+(TLS terminated on loopback, tests/clients/conftest.py), and Node trusts the test CA through
+``NODE_EXTRA_CA_CERTS``, so the scripts run as in a deployment: openid-client's
+``allowInsecureRequests`` (``WRIT_ALLOW_HTTP``, dev mode's plain http) stays off.
+``npm ci`` runs once per session, and
 not at all while ``node_modules`` is newer than the lock file. Without Node and npm these
 tests fail: CI has them."""
 
@@ -41,20 +43,20 @@ def node_modules() -> Path:
     return NODE_DIR / "node_modules"
 
 
-def run(node_modules: Path, script: str, *args: str, ok: bool = True,
-        **env: str) -> dict[str, Any]:
+def run(writ: Writ, script: str, *args: str, ok: bool = True, **env: str) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None
     result = subprocess.run(
         [node, script, *args], cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
-        check=False, env={"PATH": os.environ.get("PATH", ""), **env})
+        check=False, env={"PATH": os.environ.get("PATH", ""),
+                          "NODE_EXTRA_CA_CERTS": str(writ.ca_file), **env})
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
     out: dict[str, Any] = json.loads(result.stdout)
     return out
 
 
 def gateway_env(writ: Writ, **extra: str) -> dict[str, str]:
-    return {"WRIT_ISSUER": writ.url, "WRIT_ALLOW_HTTP": "1", "TRUST_DOMAIN": TRUST_DOMAIN,
+    return {"WRIT_ISSUER": writ.url, "TRUST_DOMAIN": TRUST_DOMAIN,
             "SCOPE": "demo.read", "AGENT_SVID": writ.agent_svid(), **extra}
 
 
@@ -67,7 +69,7 @@ def jwt_spiffe(writ: Writ) -> dict[str, str]:
 
 
 def introspect(node_modules: Path, writ: Writ, token: str) -> dict[str, Any]:
-    return run(node_modules, "introspect.mjs", WRIT_ISSUER=writ.url, WRIT_ALLOW_HTTP="1",
+    return run(writ, "introspect.mjs", WRIT_ISSUER=writ.url,
                RS_ID=writ.resource_server.client_id,
                RS_KEY_FILE=str(writ.resource_server.key_file), TOKEN=token)
 
@@ -78,7 +80,7 @@ def test_openid_client_gateway_exchanges_introspects_and_revokes(
     auth: Any, node_modules: Path, writ: Writ
 ) -> None:
     gateway = auth(writ)
-    out = run(node_modules, "gateway.mjs", "exchange", **gateway_env(writ, **gateway))
+    out = run(writ, "gateway.mjs", "exchange", **gateway_env(writ, **gateway))
     # RFC 8414 discovery found Writ's endpoints
     meta = out["metadata"]
     assert meta["issuer"] == writ.url
@@ -93,24 +95,24 @@ def test_openid_client_gateway_exchanges_introspects_and_revokes(
     assert body["active"] is True
     assert body["sub"] == DEV_AGENT and body["client_id"] == gateway["GATEWAY_ID"]
 
-    assert run(node_modules, "gateway.mjs", "revoke",
+    assert run(writ, "gateway.mjs", "revoke",
                **gateway_env(writ, **gateway, TOKEN=token)) == {"revoked": True}
     assert introspect(node_modules, writ, token) == {"active": False}
 
 
 def test_openid_client_surfaces_a_refusal(node_modules: Path, writ: Writ) -> None:
-    out = run(node_modules, "gateway.mjs", "exchange", ok=False,
+    out = run(writ, "gateway.mjs", "exchange", ok=False,
               **gateway_env(writ, **private_key_jwt(writ), SCOPE="admin"))
     assert out["failed"] == "ResponseBodyError"
     assert (out["error"], out["status"]) == ("invalid_scope", 400)
 
 
 def test_jose_verifies_a_txn_token(node_modules: Path, writ: Writ) -> None:
-    token = run(node_modules, "gateway.mjs", "exchange",
+    token = run(writ, "gateway.mjs", "exchange",
                 **gateway_env(writ, **jwt_spiffe(writ)))["token"]["access_token"]
     verify = {"JWKS_URI": f"{writ.url}/.well-known/jwks.json", "WRIT_ISSUER": writ.url,
               "TRUST_DOMAIN": TRUST_DOMAIN}
-    out = run(node_modules, "verify.mjs", TOKEN=token, **verify)
+    out = run(writ, "verify.mjs", TOKEN=token, **verify)
     assert out["header"]["typ"] == "txntoken+jwt"
     assert out["payload"]["iss"] == writ.url and out["payload"]["aud"] == TRUST_DOMAIN
     assert out["payload"]["sub"] == DEV_AGENT and out["payload"]["scope"] == "demo.read"
@@ -118,7 +120,7 @@ def test_jose_verifies_a_txn_token(node_modules: Path, writ: Writ) -> None:
     # each check is live: another audience, another issuer, another type all fail
     for name, value in (("TRUST_DOMAIN", "other.example"), ("WRIT_ISSUER", "http://x.test"),
                         ("TYP", "at+jwt")):
-        failed = run(node_modules, "verify.mjs", ok=False, TOKEN=token, **{**verify, name: value})
+        failed = run(writ, "verify.mjs", ok=False, TOKEN=token, **{**verify, name: value})
         assert failed["code"] == "ERR_JWT_CLAIM_VALIDATION_FAILED", failed
     intro = introspect(node_modules, writ, token)
     assert intro["active"] is True

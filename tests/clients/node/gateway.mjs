@@ -7,7 +7,7 @@
 // Environment: WRIT_ISSUER, GATEWAY_ID, AGENT_SVID, TOKEN (revoke), SCOPE, TRUST_DOMAIN, and
 // how the gateway authenticates: GATEWAY_KEY_FILE (a private JWK with its kid, registered
 // with --auth-method private_key_jwt) or GATEWAY_SVID (its own JWT-SVID, jwt-spiffe).
-// WRIT_ALLOW_HTTP=1 allows a plain-http issuer (loopback tests and dev mode only).
+// WRIT_ALLOW_HTTP=1 allows a plain-http issuer (dev mode only).
 import { readFileSync } from 'node:fs'
 import * as client from 'openid-client'
 import { importJWK } from 'jose'

@@ -4,7 +4,7 @@
 //   TOKEN=<token> node introspect.mjs   prints the introspection response
 //
 // Environment: WRIT_ISSUER, RS_ID, RS_KEY_FILE (a private JWK with its kid), TOKEN,
-// WRIT_ALLOW_HTTP=1 for a plain-http issuer (loopback tests only).
+// WRIT_ALLOW_HTTP=1 for a plain-http issuer (dev mode only).
 import { readFileSync } from 'node:fs'
 import * as client from 'openid-client'
 import { importJWK } from 'jose'
