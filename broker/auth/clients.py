@@ -157,8 +157,9 @@ class PrivateKeyJwtAuth:
 
     def _prune(self, now: float) -> None:
         if len(self._seen) > 10_000:
-            for k in [k for k, v in self._seen.items() if v <= now]:
-                del self._seen[k]
+            # a copy: the set is shared by endpoints that may run on other threads
+            for k in [k for k, v in list(self._seen.items()) if v <= now]:
+                self._seen.pop(k, None)
 
 
 class ClientAuthenticator:
