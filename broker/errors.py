@@ -57,7 +57,8 @@ class InvalidTarget(OAuthError):
 
 
 class AccessDenied(OAuthError):
-    # RFC 6749 §5.2: 400 unless specified otherwise
+    # RFC 6749 §4.1.2.1 (an authorization-endpoint code; RFC 8628 §3.5 reuses it at the token
+    # endpoint): policy refusals, docs/errors.md says why not RFC 8693's invalid_request
     error = "access_denied"
 
 

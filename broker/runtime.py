@@ -94,6 +94,7 @@ class Broker:
                 JWT_BEARER: PrivateKeyJwtAuth(
                     (self.issuer, f"{self.issuer}/token"),
                     leeway_s=settings.svid_leeway_s,
+                    max_lifetime_s=settings.client_assertion_max_lifetime_s,
                     clock=clock,
                 ),
             }

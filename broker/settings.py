@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     max_txn_token_ttl_s: int = Field(default=900, ge=1, le=3600)
     svid_leeway_s: int = Field(default=30, ge=0, le=120)
     svid_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    # RFC 7523 §3 item 4: how far ahead a private_key_jwt assertion's exp may be; it bounds
+    # the cross-replica replay window (docs/architecture.md#decisions)
+    client_assertion_max_lifetime_s: int = Field(default=600, ge=60, le=3600)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)

@@ -87,12 +87,21 @@ class PrivateKeyJwtAuth:
         leeway_s: int = 30,
         max_lifetime_s: int = 600,
         clock: Callable[[], float] = time.time,
+        seen: dict[str, float] | None = None,
     ) -> None:
         self._audiences = frozenset(audiences)
         self._leeway = leeway_s
         self._max_lifetime = max_lifetime_s
         self._clock = clock
-        self._seen: dict[str, float] = {}  # jti -> exp, RFC 7523 §3 item 7 replay defence
+        # (sub, jti) -> exp, RFC 7523 §3 item 7 replay defence
+        self._seen: dict[str, float] = {} if seen is None else seen
+
+    def for_audiences(self, audiences: tuple[str, ...]) -> PrivateKeyJwtAuth:
+        """The same checks for another endpoint's audiences (RFC 7523 §3 item 3), sharing
+        this one's replay set, so an assertion is used once across every endpoint."""
+        return PrivateKeyJwtAuth(audiences, leeway_s=self._leeway,
+                                 max_lifetime_s=self._max_lifetime, clock=self._clock,
+                                 seen=self._seen)
 
     def authenticate(
         self, assertion: str, client_id: str | None, snapshot: RegistrySnapshot
@@ -148,8 +157,9 @@ class PrivateKeyJwtAuth:
 
     def _prune(self, now: float) -> None:
         if len(self._seen) > 10_000:
-            for k in [k for k, v in self._seen.items() if v <= now]:
-                del self._seen[k]
+            # a copy: the set is shared by endpoints that may run on other threads
+            for k in [k for k, v in list(self._seen.items()) if v <= now]:
+                self._seen.pop(k, None)
 
 
 class ClientAuthenticator:
@@ -157,6 +167,9 @@ class ClientAuthenticator:
 
     def __init__(self, methods: dict[str, ClientAuthMethod]) -> None:
         self._methods = methods
+
+    def method(self, assertion_type: str) -> ClientAuthMethod | None:
+        return self._methods.get(assertion_type)
 
     def authenticate(
         self, params: dict[str, str], *, authorization: str | None, snapshot: RegistrySnapshot

@@ -96,15 +96,24 @@ class RevocationService:
             max_token_bytes=settings.max_token_bytes,
             leeway_s=settings.svid_leeway_s,
         )
-        # resource servers authenticate as gateways do, against their own registrations
+        # resource servers authenticate as gateways do, against their own registrations;
+        # RFC 7523 §3: an assertion's aud may name the endpoint it is sent to
+        token_pkjwt = broker.clients.method(JWT_BEARER)
+        if not isinstance(token_pkjwt, PrivateKeyJwtAuth):  # pragma: no cover - wiring
+            raise TypeError("the token endpoint has no private_key_jwt method")
+        issuer = broker.issuer
         self.introspect_clients = ClientAuthenticator(
             {
-                JWT_SPIFFE: JwtSpiffeAuth(broker.svids, broker.issuer),
-                JWT_BEARER: PrivateKeyJwtAuth(
-                    (broker.issuer, f"{broker.issuer}/introspect"),
-                    leeway_s=settings.svid_leeway_s,
-                    clock=broker.clock,
-                ),
+                JWT_SPIFFE: JwtSpiffeAuth(broker.svids, issuer),
+                JWT_BEARER: token_pkjwt.for_audiences((issuer, f"{issuer}/introspect")),
+            }
+        )
+        # gateways at /revoke: as at /token, with <issuer>/revoke as the endpoint audience
+        # (authlib's revoke_token sends it)
+        self.revoke_clients = ClientAuthenticator(
+            {
+                JWT_SPIFFE: JwtSpiffeAuth(broker.svids, issuer),
+                JWT_BEARER: token_pkjwt.for_audiences((issuer, f"{issuer}/revoke")),
             }
         )
         self._stale = threading.Event()

@@ -12,21 +12,41 @@ from broker.runtime import Broker
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 
 
+def bearer_svid_method(issuer: str) -> str:
+    """The absolute URI (RFC 7591 §2) naming a JWT-SVID sent as ``Authorization: Bearer``
+    at ``/introspect``; no registered method name covers it (docs/metadata.md)."""
+    return f"{issuer}#bearer-jwt-svid"
+
+
 def meta_router(broker: Broker) -> APIRouter:
     router = APIRouter()
     issuer = broker.issuer
+    algs = list(PRIVATE_KEY_JWT_ALGORITHMS)
+    # RFC 7591 §2: an absolute URI may name a client authentication method unregistered;
+    # the jwt-spiffe assertion type (draft-ietf-oauth-spiffe-client-auth) is one
+    assertion_methods = ["private_key_jwt", JWT_SPIFFE]
     metadata = {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        # RFC 8414 §2: REQUIRED, and §3.2 omits empty arrays. Writ has no authorization
+        # endpoint (no grant it serves uses one), so it names the response type that
+        # returns nothing (OAuth 2.0 Multiple Response Types §4); docs/metadata.md
+        "response_types_supported": ["none"],
         # RFC 8414 §2: RFC 7009 revocation and RFC 7662 introspection
         "revocation_endpoint": f"{issuer}/revoke",
-        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": assertion_methods,
+        # RFC 8414 §2: MUST be present when private_key_jwt is listed
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint": f"{issuer}/introspect",
-        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+        # RFC 7662 §2.1: a resource server may also send its JWT-SVID as a Bearer token
+        "introspection_endpoint_auth_methods_supported": [
+            *assertion_methods, bearer_svid_method(issuer),
+        ],
+        "introspection_endpoint_auth_signing_alg_values_supported": algs,
         "grant_types_supported": [GRANT_TYPE],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": list(PRIVATE_KEY_JWT_ALGORITHMS),
+        "token_endpoint_auth_methods_supported": assertion_methods,
+        "token_endpoint_auth_signing_alg_values_supported": algs,
         # extension members: what the token endpoint accepts beyond RFC 8414's names
         "client_assertion_types_supported": [JWT_SPIFFE, JWT_BEARER],
         # docs/delegation.md: agent SVID, user access token, parent Txn-Token

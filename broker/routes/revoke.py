@@ -59,7 +59,7 @@ def revoke_router(broker: Broker, service: RevocationService) -> APIRouter:
         gateway: str | None = None
         try:
             params = await read_form(request, broker.settings.max_body_bytes)
-            client = broker.clients.authenticate(
+            client = service.revoke_clients.authenticate(
                 params, authorization=request.headers.get("authorization"),
                 snapshot=broker.snapshot,
             )
