@@ -466,7 +466,7 @@ def test_endpoint_refuses_an_untrusted_certificate(endpoint: Endpoint, tmp_path:
             assert not store.refresh(TD)
             assert not store.ready()
             assert store.keys_for(TD) is None
-            assert "CERTIFICATE_VERIFY_FAILED" in (store.status()[TD].last_error or "")
+            assert "TLS certificate not trusted" in (store.status()[TD].last_error or "")
     assert endpoint.hits == 0
 
 
