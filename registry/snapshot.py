@@ -70,6 +70,11 @@ class TrustDomainView:
     source: str
     location: str | None
     bundle: str | None
+    endpoint_profile: str | None = None
+    endpoint_spiffe_id: str | None = None
+    ca_file: str | None = None
+    # the last good bundle a replica fetched (a start point, not part of the configuration)
+    latest_bundle: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +135,9 @@ def load_snapshot(session: Session) -> RegistrySnapshot:
         for g in session.exec(select(Gateway))
     }
     tds = {
-        t.name: TrustDomainView(t.name, str(t.source), t.location, t.bundle)
+        t.name: TrustDomainView(t.name, str(t.source), t.location, t.bundle,
+                                t.endpoint_profile, t.endpoint_spiffe_id, t.ca_file,
+                                t.latest_bundle)
         for t in session.exec(select(TrustDomainRecord))
     }
     return RegistrySnapshot(

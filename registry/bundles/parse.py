@@ -168,6 +168,31 @@ class _Ignored(Exception):
     """A JWK element that a client must ignore; the message says why (no key material)."""
 
 
+def bundle_document(bundle: TrustBundle) -> dict[str, Any]:
+    """``bundle`` as a SPIFFE bundle (Trust Domain and Bundle §4) that ``parse_bundle``
+    reads back: its jwt-svid keys and x509-svid CA certificates, public members only."""
+    keys: list[dict[str, Any]] = []
+    for der in bundle.x509_authorities:
+        public = x509.load_der_x509_certificate(der).public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            jwk = ECKey.import_key(public).as_dict(private=False)
+        elif isinstance(public, rsa.RSAPublicKey):
+            jwk = RSAKey.import_key(public).as_dict(private=False)
+        else:  # never kept by parse_bundle
+            continue
+        # X509-SVID §6.1: use x509-svid, no kid, the certificate in x5c
+        jwk.pop("kid", None)
+        keys.append({**jwk, "use": X509_SVID_USE, "x5c": [base64.b64encode(der).decode()]})
+    for kid, key in bundle.keys.items():
+        keys.append({**key.as_dict(private=False), "kid": kid, "use": JWT_SVID_USE})
+    doc: dict[str, Any] = {"keys": keys}
+    if bundle.sequence is not None:
+        doc["spiffe_sequence"] = bundle.sequence
+    if bundle.refresh_hint_s is not None:
+        doc["spiffe_refresh_hint"] = bundle.refresh_hint_s
+    return doc
+
+
 def _check_entry(index: int, entry: Any) -> str:
     """Validate one JWK of the set and return its use (``jwt-svid`` or ``x509-svid``).
 
@@ -226,7 +251,11 @@ def _x509_authority(index: int, entry: dict[str, Any]) -> bytes | None:
     except x509.ExtensionNotFound:
         return None
     # X509-SVID §4.1: a signing certificate MUST set the CA flag
-    return der if constraints.ca else None
+    if not constraints.ca:
+        return None
+    # §4.2.1: the element's key type must be one this client knows
+    public = cert.public_key()
+    return der if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) else None
 
 
 def _shown(value: str) -> str:

@@ -1,5 +1,6 @@
 """The admin commands of ``writ`` over a fresh SQLite data dir: each command's happy path
-and error path, JSON on stdout, one-line errors on stderr with exit code 1."""
+and error path, JSON on stdout, one-line errors on stderr with exit code 1
+(tests/cli/test_cli_data_dir.py: a data dir without a database)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from broker.admin.tokens import PREFIX, authenticate_admin_token
 from broker.audit.writer import AuditRecord, verify_chain
 from broker.cli.admin import register
 from broker.cli.dev import DevTrustDomain
-from broker.db import make_engine
+from broker.db import make_engine, upgrade
 from broker.signing.envelope import encode_kek, generate_kek
 from registry.charter import Charter, charter_hash
 
@@ -37,10 +38,14 @@ def app() -> typer.Typer:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir made by `writ db upgrade`: the admin commands create none."""
     for name in list(os.environ):
         if name.startswith("WRIT_"):
             monkeypatch.delenv(name)
-    return tmp_path / "data"
+    path = tmp_path / "data"
+    path.mkdir()
+    upgrade(f"sqlite:///{path / 'writ.db'}")
+    return path
 
 
 @pytest.fixture
@@ -284,7 +289,8 @@ def test_trust_domain_commands(writ: Writ, tmp_path: Path) -> None:
     from_file = writ.json("trust-domains", "add", "example.org", "--bundle-file", str(bundle))
     assert {k: v for k, v in from_file.items() if k != "updated_at"} == {
         "name": "example.org", "source": "file", "location": str(bundle.resolve()),
-        "key_count": 0}
+        "key_count": 0, "endpoint_profile": None, "endpoint_spiffe_id": None, "ca_file": None,
+        "status": None}
     inline = writ.json("trust-domains", "add", "inline.example", "--bundle-file", str(bundle),
                        "--inline")
     assert (inline["source"], inline["location"], inline["key_count"]) == ("inline", None, 1)
@@ -365,7 +371,6 @@ def test_keys_need_a_kek(writ: Writ) -> None:
 
 
 def test_keys_read_a_dev_kek_file(writ: Writ) -> None:
-    writ.data_dir.mkdir(parents=True)
     (writ.data_dir / "kek").write_bytes(generate_kek())
     assert writ.json("keys", "list") == []
 
@@ -407,6 +412,7 @@ def test_database_url_from_environment(app: typer.Typer, data_dir: Path, db_url:
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """WRIT_DATABASE_URL names the database as for `writ serve` (PostgreSQL when set)."""
     monkeypatch.setenv("WRIT_DATABASE_URL", db_url)
+    upgrade(db_url)
     writ = Writ(app, data_dir)
     writ.ok("agents", "enroll", "--spiffe-id", AGENT, "--owner", "o", "--charter",
             str(charter_file))
