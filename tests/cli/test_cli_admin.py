@@ -420,3 +420,37 @@ def test_database_url_from_environment(app: typer.Typer, data_dir: Path, db_url:
     engine = make_engine(db_url)
     assert verify_chain(engine).count == 1
     engine.dispose()
+
+
+def test_trust_domain_endpoint_profiles(writ: Writ, tmp_path: Path) -> None:
+    from tests.tls import make_pki, make_spiffe_ca
+
+    bootstrap = tmp_path / "partner-bundle.json"
+    bootstrap.write_text(json.dumps({"keys": [make_spiffe_ca("partner.example").bundle_element()]}))
+    spiffe = writ.json("trust-domains", "add", "partner.example", "--endpoint",
+                       "https://bundle.partner.example/b", "--profile", "https_spiffe",
+                       "--endpoint-spiffe-id", "spiffe://partner.example/spire/server",
+                       "--bootstrap-bundle", str(bootstrap))
+    assert {k: spiffe[k] for k in ("source", "endpoint_profile", "endpoint_spiffe_id",
+                                   "ca_file", "status")} == {
+        "source": "endpoint", "endpoint_profile": "https_spiffe",
+        "endpoint_spiffe_id": "spiffe://partner.example/spire/server", "ca_file": None,
+        "status": None}
+    ca = tmp_path / "web-ca.pem"
+    ca.write_bytes(make_pki().ca_pem)
+    web = writ.json("trust-domains", "add", "web.example", "--endpoint",
+                    "https://bundle.web.example/b", "--ca-file", str(ca))
+    assert (web["endpoint_profile"], web["ca_file"]) == ("https_web", str(ca.resolve()))
+    assert writ.json("trust-domains", "show", "web.example") == web
+
+    writ.fails("trust-domains", "add", "p2.example", "--endpoint", "https://b.p2.example/b",
+               "--profile", "https_spiffe", "--bootstrap-bundle", str(bootstrap),
+               message="https_spiffe needs the endpoint's SPIFFE ID (endpoint_spiffe_id)")
+    writ.fails("trust-domains", "add", "p3.example", "--endpoint", "https://b.p3.example/b",
+               "--profile", "https_spiffe", "--endpoint-spiffe-id",
+               "spiffe://p3.example/spire/server",
+               message="https_spiffe needs the trust domain's bundle to bootstrap from "
+               "(SPIFFE Federation §5.2.2.2)")
+    writ.fails("trust-domains", "add", "p4.example", "--workload-api", "unix:///s.sock",
+               "--ca-file", str(ca), message="--profile, --endpoint-spiffe-id, "
+               "--bootstrap-bundle and --ca-file need --endpoint")
