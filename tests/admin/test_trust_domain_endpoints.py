@@ -221,3 +221,31 @@ def test_readyz_names_its_own_trust_domain_when_its_bundle_is_missing(
     assert body["failed"]["trust_domain"].startswith(
         "no bundle of own.test: bundle endpoint unreachable")
     assert own_endpoint_client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_restart_starts_from_the_last_good_bundle(
+    settings: Settings, engine: Engine, seeded: DevTrustDomain, clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    pki = make_pki()
+    ca = tmp_path / "partner-ca.pem"
+    ca.write_bytes(pki.ca_pem)
+    doc = DevTrustDomain.generate(PARTNER).bundle()
+    with tls_server(lambda path: (200, {}, json.dumps(doc).encode()), pki) as server:
+        with Session(engine) as session:
+            store.create_trust_domain(session, TrustDomainCreate(
+                name=PARTNER, source=BundleSourceKind.endpoint, location=f"{server.url}/b",
+                ca_file=str(ca)), now=clock())
+            session.commit()
+        with TestClient(create_app(settings, engine=engine, clock=clock),
+                        base_url=ISSUER) as first:
+            assert first.app.state.broker.bundles.refresh(PARTNER)  # type: ignore[attr-defined]
+            held = first.app.state.broker.bundles.get(PARTNER)  # type: ignore[attr-defined]
+    # the endpoint is gone now; a new process holds the same keys before any fetch
+    with TestClient(create_app(settings, engine=engine, clock=clock), base_url=ISSUER) as again:
+        broker = again.app.state.broker  # type: ignore[attr-defined]
+        bundle = broker.bundles.get(PARTNER)
+        assert bundle is not None and bundle.digest == held.digest
+        status = _wait_for_attempt(again, PARTNER)
+        assert status.last_error.startswith("bundle endpoint unreachable")
+        assert broker.bundles.get(PARTNER).digest == held.digest  # kept on failure
