@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import uuid_utils
 from sqlalchemy import Engine, text
+from sqlmodel import Session
 
 from broker.audit.writer import AuditEvent, AuditUnavailable, AuditWriter
 from broker.auth.clients import (
@@ -41,10 +44,18 @@ from broker.signing.keyring import KeyRing
 from broker.tools.fetch import ToolFetcher
 from broker.tools.refresh import ToolRefresher
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
-from registry.bundles.parse import BundleError, parse_bundle
-from registry.bundles.sources import EndpointBundleSource, FileBundleSource, WorkloadApiBundleSource
-from registry.bundles.trust import TrustBundles
-from registry.snapshot import RegistrySnapshot, SnapshotHolder
+from registry import store
+from registry.bundles.parse import BundleError, TrustBundle, bundle_document, parse_bundle
+from registry.bundles.sources import (
+    BundleSource,
+    EndpointBundleSource,
+    FileBundleSource,
+    SpiffeEndpointBundleSource,
+    WorkloadApiBundleSource,
+)
+from registry.bundles.trust import DomainStatus, TrustBundles
+from registry.models import BundleStatus, EndpointProfile
+from registry.snapshot import RegistrySnapshot, SnapshotHolder, TrustDomainView
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,9 @@ class _BundleConfig:
     source: str
     location: str | None
     bundle: str | None
+    endpoint_profile: str | None = None
+    endpoint_spiffe_id: str | None = None
+    ca_file: str | None = None
 
 
 class Broker:
@@ -68,7 +82,8 @@ class Broker:
         self.clock = clock
         self.engine = engine or make_engine(settings.db_url)
         self.issuer = settings.issuer_url
-        self.bundles = TrustBundles(clock=clock)
+        self.bundles = TrustBundles(clock=clock, on_refresh=self._bundle_refreshed)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self._bundle_config: dict[str, _BundleConfig] = {}
         # run after every registry refresh, in order; features add their own
         self.change_hooks: list[Callable[[RegistrySnapshot], None]] = [self._sync_bundles]
@@ -207,24 +222,83 @@ class Broker:
             self.bundles.remove(name)
             del self._bundle_config[name]
         for name, td in snap.trust_domains.items():
-            config = _BundleConfig(td.source, td.location, td.bundle)
+            config = _BundleConfig(td.source, td.location, td.bundle, td.endpoint_profile,
+                                   td.endpoint_spiffe_id, td.ca_file)
             if self._bundle_config.get(name) == config:
                 continue
             try:
                 if td.source == "inline":
+                    if name in self._bundle_config:
+                        self.bundles.remove(name)  # an earlier source stops refreshing
                     if td.bundle is not None:
                         self.bundles.set(name, parse_bundle(name, td.bundle.encode(), now=now))
-                elif td.source == "file" and td.location:
-                    self.bundles.add_source(name, FileBundleSource(td.location))
-                    self.bundles.refresh(name)
-                elif td.source == "endpoint" and td.location:
-                    self.bundles.add_source(name, EndpointBundleSource(td.location))
-                elif td.source == "workload_api":
-                    self.bundles.add_source(name, WorkloadApiBundleSource(td.location))
+                else:
+                    source = self._bundle_source(td, now)
+                    if source is None:
+                        continue
+                    # a restart starts from the last good bundle; the refresh follows at once
+                    if td.latest_bundle is not None and self.bundles.get(name) is None:
+                        self.bundles.set(
+                            name, parse_bundle(name, td.latest_bundle.encode(), now=now))
+                    self.bundles.add_source(name, source)
+                    if td.source == "file":
+                        self.bundles.refresh(name)
             except BundleError as err:
                 log.warning("trust domain %s: bundle not usable: %s", name, err)
                 continue
             self._bundle_config[name] = config
 
+    @staticmethod
+    def _bundle_source(td: TrustDomainView, now: float) -> BundleSource | None:
+        if td.source == "file" and td.location:
+            return FileBundleSource(td.location)
+        if td.source == "endpoint" and td.location:
+            if td.endpoint_profile == EndpointProfile.https_spiffe:
+                # SPIFFE Federation §5.2.2.4: the last bundle fetched, else the bootstrap
+                start = td.latest_bundle or td.bundle
+                if start is None or td.endpoint_spiffe_id is None:
+                    raise BundleError("https_spiffe needs a bootstrap bundle and an "
+                                      "endpoint SPIFFE ID")
+                return SpiffeEndpointBundleSource(
+                    td.location, endpoint_spiffe_id=td.endpoint_spiffe_id,
+                    trust_domain=td.name,
+                    bootstrap=parse_bundle(td.name, start.encode(), now=now))
+            return EndpointBundleSource(td.location, ca_file=td.ca_file)
+        if td.source == "workload_api":
+            return WorkloadApiBundleSource(td.location)
+        return None
+
+    def _bundle_refreshed(
+        self, name: str, status: DomainStatus, bundle: TrustBundle | None
+    ) -> None:
+        """Keep this replica's view of a refresh where every replica and the CLI read it,
+        with the last good bundle; a database fault costs only this record."""
+        public = bundle_status(status, replica=self.replica)
+        latest = None if bundle is None else json.dumps(bundle_document(bundle))
+        try:
+            with Session(self.engine) as session:
+                store.record_bundle_status(session, name, public, latest)
+                session.commit()
+        except Exception as err:
+            log.warning("trust domain %s: refresh status not recorded: %s", name, err)
+
     def jwks_json(self) -> str:
         return json.dumps(self.keyring.jwks())
+
+
+def bundle_status(status: DomainStatus, *, replica: str | None = None) -> BundleStatus:
+    """What operators see of one trust domain's bundle (never key material)."""
+    return BundleStatus(
+        fresh=status.fresh,
+        key_count=status.key_count,
+        x509_authority_count=status.x509_authority_count,
+        ignored_elements=status.ignored_elements,
+        sequence=status.sequence,
+        refresh_hint_s=status.refresh_hint_s,
+        last_refresh_at=status.last_refresh_at,
+        last_attempt_at=status.last_attempt_at,
+        next_refresh_at=status.next_refresh_at,
+        last_error=status.last_error,
+        consecutive_failures=status.consecutive_failures,
+        replica=replica,
+    )

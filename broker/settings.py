@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # /readyz: how long the database may take to answer SELECT 1 (docs/operations.md)
+    readiness_db_timeout_s: float = Field(default=1.0, gt=0.0, le=10.0)
     # docs/delegation.md: actors in one transaction, the current one included
     max_delegation_hops: int = Field(default=5, ge=1, le=32)
     # trusted user-token issuers' JWKS (broker/auth/user_tokens.py)

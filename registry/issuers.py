@@ -55,11 +55,21 @@ def _https_url(value: str, what: str) -> str:
     return value
 
 
+def check_ca_file_path(value: str) -> str:
+    """A CA file is named by an absolute path of printable characters."""
+    if not value.startswith("/") or not value.isprintable() or "\x00" in value:
+        raise ValueError("ca_file must be an absolute path")
+    return value
+
+
 class TrustedIssuerBase(SQLModel):
     issuer: str = Field(primary_key=True, min_length=9, max_length=2048)
     description: str = Field(default="", max_length=1024)
     discovery: str = Field(default=IssuerDiscovery.oidc.value, max_length=16)
     jwks_uri: str | None = Field(default=None, max_length=2048)
+    # a PEM file of the CAs trusted for this issuer's discovery and JWKS alone (else the
+    # system store); read by every replica, so the same path must exist on each
+    ca_file: str | None = Field(default=None, max_length=4096)
 
 
 class TrustedIssuer(TrustedIssuerBase, table=True):
@@ -86,6 +96,11 @@ class TrustedIssuerCreate(TrustedIssuerBase):
     @classmethod
     def _jwks_uri(cls, value: str | None) -> str | None:
         return None if value is None else _https_url(value, "jwks_uri")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        return None if value is None else check_ca_file_path(value)
 
     @field_validator("discovery")
     @classmethod
@@ -130,6 +145,7 @@ class IssuerView:
     jwks_uri: str | None
     audiences: frozenset[str]
     algorithms: tuple[str, ...]
+    ca_file: str | None = None
 
 
 def _public(row: TrustedIssuer) -> TrustedIssuerPublic:
@@ -175,6 +191,7 @@ def load_issuer_views(session: Session) -> Mapping[str, IssuerView]:
             jwks_uri=r.jwks_uri,
             audiences=frozenset(r.audiences),
             algorithms=tuple(a for a in r.algorithms if a in USER_TOKEN_ALGORITHMS),
+            ca_file=r.ca_file,
         )
         for r in session.exec(select(TrustedIssuer))
     }

@@ -37,6 +37,13 @@ class BundleSourceKind(StrEnum):
     inline = "inline"
 
 
+class EndpointProfile(StrEnum):
+    # SPIFFE Federation §5.2.1: Web PKI (the system store, or a CA file of this source)
+    https_web = "https_web"
+    # SPIFFE Federation §5.2.2: the endpoint's X509-SVID against its trust domain's bundle
+    https_spiffe = "https_spiffe"
+
+
 def _spiffe_id(value: str) -> str:
     parse_spiffe_id(value)
     return value
@@ -55,11 +62,22 @@ class TrustDomainBase(SQLModel):
     name: str = Field(primary_key=True, min_length=1, max_length=255, regex=r"^[a-z0-9._-]+$")
     source: BundleSourceKind = BundleSourceKind.inline
     location: str | None = Field(default=None, max_length=2048)
+    # endpoint sources only (SPIFFE Federation §5.1): the profile, None meaning https_web
+    endpoint_profile: str | None = Field(default=None, max_length=16)
+    # https_spiffe: the SPIFFE ID the endpoint's X509-SVID must carry (§5.2.2.2)
+    endpoint_spiffe_id: str | None = Field(default=None, max_length=2048)
+    # https_web: a PEM file of the CAs trusted for this endpoint alone
+    ca_file: str | None = Field(default=None, max_length=4096)
 
 
 class TrustDomainRecord(TrustDomainBase, table=True):
     __tablename__ = "trust_domains"
-    bundle: str | None = None  # last good JWKS document (public keys only)
+    # inline: the bundle; https_spiffe: the operator's bootstrap bundle (public keys only)
+    bundle: str | None = None
+    # the last good bundle a replica fetched, so a restart starts from it (public keys only)
+    latest_bundle: str | None = None
+    # the last refresh as a replica saw it (BundleStatus); written without a registry change
+    refresh_status: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -67,16 +85,43 @@ class TrustDomainRecord(TrustDomainBase, table=True):
 class TrustDomainCreate(TrustDomainBase):
     bundle: dict[str, Any] | None = None
 
+    @field_validator("endpoint_profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        return None if value is None else EndpointProfile(value).value
+
 
 class TrustDomainUpdate(SQLModel):
     source: BundleSourceKind | None = None
     location: str | None = None
+    endpoint_profile: EndpointProfile | None = None
+    endpoint_spiffe_id: str | None = Field(default=None, max_length=2048)
+    ca_file: str | None = Field(default=None, max_length=4096)
     bundle: dict[str, Any] | None = None
+
+
+class BundleStatus(SQLModel):
+    """How fresh a trust domain's bundle is (docs/operations.md); never key material."""
+
+    fresh: bool
+    key_count: int | None = None
+    x509_authority_count: int | None = None
+    ignored_elements: int = 0
+    sequence: int | None = None
+    refresh_hint_s: int | None = None
+    last_refresh_at: float | None = None
+    last_attempt_at: float | None = None
+    next_refresh_at: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    # which replica saw it (host:pid); the admin API answers with its own view
+    replica: str | None = None
 
 
 class TrustDomainPublic(TrustDomainBase):
     key_count: int = 0
     updated_at: float = 0.0
+    status: BundleStatus | None = None
 
 
 # --- agents and charters -------------------------------------------------------------

@@ -84,6 +84,11 @@ class TrustDomainView:
     source: str
     location: str | None
     bundle: str | None
+    endpoint_profile: str | None = None
+    endpoint_spiffe_id: str | None = None
+    ca_file: str | None = None
+    # the last good bundle a replica fetched (a start point, not part of the configuration)
+    latest_bundle: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +173,8 @@ def _gateway_view(g: Gateway) -> GatewayView:
 
 
 def _trust_domain_view(t: TrustDomainRecord) -> TrustDomainView:
-    return TrustDomainView(t.name, str(t.source), t.location, t.bundle)
+    return TrustDomainView(t.name, str(t.source), t.location, t.bundle, t.endpoint_profile,
+                           t.endpoint_spiffe_id, t.ca_file, t.latest_bundle)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from registry.models import (
     AgentCreate,
     AgentPublic,
     AgentUpdate,
+    BundleStatus,
     CharterVersion,
     Gateway,
     GatewayAuthMethod,
@@ -273,12 +274,36 @@ def delete_gateway(session: Session, client_id: str) -> None:
 
 def _td_public(t: TrustDomainRecord) -> TrustDomainPublic:
     keys = json.loads(t.bundle).get("keys", []) if t.bundle else []
+    status = None
+    if t.refresh_status is not None:
+        try:
+            status = BundleStatus.model_validate(t.refresh_status)
+        except ValueError:
+            status = None  # written by another version; the next refresh rewrites it
     return TrustDomainPublic(
         name=t.name,
         source=t.source,
         location=t.location,
-        key_count=len(keys),
+        endpoint_profile=t.endpoint_profile,
+        endpoint_spiffe_id=t.endpoint_spiffe_id,
+        ca_file=t.ca_file,
+        # the keys a replica last held; an inline bundle's own keys until one reports
+        key_count=status.key_count if status and status.key_count is not None else len(keys),
         updated_at=t.updated_at,
+        status=status,
+    )
+
+
+def record_bundle_status(
+    session: Session, name: str, status: BundleStatus, latest_bundle: str | None
+) -> None:
+    """Keep a replica's view of the domain's last refresh, and its last good bundle when
+    one was installed. Not a registry change: no version bump, no snapshot reload."""
+    values: dict[str, Any] = {"refresh_status": status.model_dump()}
+    if latest_bundle is not None:
+        values["latest_bundle"] = latest_bundle
+    session.execute(
+        update(TrustDomainRecord).where(col(TrustDomainRecord.name) == name).values(**values)
     )
 
 
@@ -291,6 +316,9 @@ def create_trust_domain(
         name=data.name,
         source=data.source,
         location=data.location,
+        endpoint_profile=data.endpoint_profile,
+        endpoint_spiffe_id=data.endpoint_spiffe_id,
+        ca_file=data.ca_file,
         bundle=json.dumps(data.bundle) if data.bundle is not None else None,
         created_at=now,
         updated_at=now,
@@ -304,6 +332,12 @@ def create_trust_domain(
 def fetch_trust_domain(session: Session, name: str) -> TrustDomainPublic | None:
     t = session.get(TrustDomainRecord, name)
     return None if t is None else _td_public(t)
+
+
+def fetch_bundle(session: Session, name: str) -> dict[str, Any] | None:
+    """The domain's stored bundle (inline, or an https_spiffe bootstrap), or None."""
+    t = session.get(TrustDomainRecord, name)
+    return None if t is None or t.bundle is None else dict(json.loads(t.bundle))
 
 
 def list_trust_domains(session: Session) -> list[TrustDomainPublic]:
@@ -323,6 +357,9 @@ def update_trust_domain(
     if "bundle" in changes:
         bundle = changes.pop("bundle")
         t.bundle = None if bundle is None else json.dumps(bundle)
+    if {"source", "location", "endpoint_profile", "endpoint_spiffe_id", "ca_file"} & set(changes):
+        t.latest_bundle = None  # fetched from what is no longer the source
+        t.refresh_status = None
     for key, value in changes.items():
         setattr(t, key, value)
     t.updated_at = now

@@ -28,7 +28,8 @@ from registry.issuers import (
 
 def issuer_audit_detail(issuer: TrustedIssuerPublic) -> dict[str, Any]:
     return {"issuer": issuer.issuer, "discovery": issuer.discovery, "jwks_uri": issuer.jwks_uri,
-            "audiences": issuer.audiences, "algorithms": issuer.algorithms}
+            "audiences": issuer.audiences, "algorithms": issuer.algorithms,
+            "ca_file": issuer.ca_file}
 
 
 def issuers_router(broker: Broker) -> APIRouter:

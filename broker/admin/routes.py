@@ -9,6 +9,7 @@ appended to the audit trail.
 # No ``from __future__ import annotations``: FastAPI reads the route signatures, whose
 # scope aliases are local to ``admin_router``.
 import json
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -34,19 +35,22 @@ from broker.admin.tokens import (
 )
 from broker.audit.writer import AuditEvent, AuditUnavailable
 from broker.revocation.service import announce_key_change
-from broker.runtime import Broker
+from broker.runtime import Broker, bundle_status
 from broker.signing.keyring import KeyRingError
 from broker.signing.store import SigningKeyPublic
 from jwks.errors import JwksError
 from jwks.keys import import_public_jwk
 from registry import store
 from registry.bundles.parse import BundleError, parse_bundle, parse_trust_domain
+from registry.bundles.sources import check_endpoint_spiffe_id
 from registry.errors import Conflict, Invalid, NotFound, RegistryError
+from registry.issuers import check_ca_file_path
 from registry.models import (
     AgentCreate,
     AgentPublic,
     AgentUpdate,
     BundleSourceKind,
+    EndpointProfile,
     GatewayCreate,
     GatewayPublic,
     GatewayUpdate,
@@ -178,6 +182,51 @@ def check_trust_domain_source(source: BundleSourceKind, location: str | None,
                           "userinfo or fragment")
 
 
+def check_endpoint_options(name: str, source: BundleSourceKind, profile: str | None,
+                           endpoint_spiffe_id: str | None, ca_file: str | None,
+                           bundle: dict[str, Any] | None, now: float) -> None:
+    """The endpoint profile's parameters (SPIFFE Federation §5.1, §5.2), and nothing
+    that the source would silently ignore."""
+    if source != BundleSourceKind.endpoint:
+        if profile is not None or endpoint_spiffe_id is not None or ca_file is not None:
+            raise Invalid("endpoint_profile, endpoint_spiffe_id and ca_file are for endpoint "
+                          "trust domains only")
+        return
+    if profile == EndpointProfile.https_spiffe:
+        if ca_file is not None:
+            raise Invalid("ca_file is for https_web; https_spiffe trusts the bundle's own CAs")
+        if endpoint_spiffe_id is None:
+            raise Invalid("https_spiffe needs the endpoint's SPIFFE ID (endpoint_spiffe_id)")
+        try:
+            check_endpoint_spiffe_id(endpoint_spiffe_id, name)
+        except BundleError as err:
+            raise Invalid(str(err)) from err
+        if bundle is None:
+            raise Invalid("https_spiffe needs the trust domain's bundle to bootstrap from "
+                          "(SPIFFE Federation §5.2.2.2)")
+        try:
+            parsed = parse_bundle(name, json.dumps(bundle).encode(), now=now)
+        except BundleError as err:
+            raise Invalid(f"bundle: {err}") from err
+        if not parsed.x509_authorities:
+            raise Invalid("the bootstrap bundle has no x509-svid CA to authenticate the "
+                          "endpoint with")
+        return
+    if endpoint_spiffe_id is not None:
+        raise Invalid("endpoint_spiffe_id is for https_spiffe endpoints only")
+    if bundle is not None:
+        raise Invalid("an https_web endpoint takes no bundle; it is fetched")
+    if ca_file is not None:
+        try:
+            check_ca_file_path(ca_file)
+            ssl.create_default_context(cafile=ca_file)
+        except ValueError as err:
+            raise Invalid(str(err)) from err
+        except (OSError, ssl.SSLError) as err:
+            raise Invalid(f"ca_file {ca_file} is not a readable PEM file of CA certificates "
+                          "on this replica") from err
+
+
 def _bound(principal: AdminToken) -> tuple[str, ...]:
     return tuple(principal.namespaces)
 
@@ -277,22 +326,32 @@ def admin_router(broker: Broker) -> APIRouter:
 
     # --- trust domains ---------------------------------------------------------------
 
+    def live(td: TrustDomainPublic) -> TrustDomainPublic:
+        # this replica's own view of the bundle, over what the last refresh recorded
+        status = broker.bundles.status().get(td.name)
+        if status is None:
+            return td
+        now = bundle_status(status, replica=broker.replica)
+        return td.model_copy(update={"status": now, "key_count": now.key_count or 0})
+
     @router.post("/trust-domains", status_code=201, response_model=TrustDomainPublic)
     def create_trust_domain(body: TrustDomainCreate, principal: TdWrite) -> TrustDomainPublic:
         check_trust_domain_name(body.name)
         check_trust_domain_source(body.source, body.location, body.bundle is not None)
+        check_endpoint_options(body.name, body.source, body.endpoint_profile,
+                               body.endpoint_spiffe_id, body.ca_file, body.bundle, broker.clock())
         if body.bundle is not None:
             check_bundle(body.name, body.bundle, broker.clock())
         with Session(broker.engine) as session:
             td = store.create_trust_domain(session, body, now=broker.clock())
             commit_or_conflict(session)
         changed(principal, "trust_domain.created", trust_domain=td.name, source=str(td.source))
-        return td
+        return live(td)
 
     @router.get("/trust-domains", response_model=list[TrustDomainPublic])
     def list_trust_domains(principal: TdRead) -> list[TrustDomainPublic]:
         with Session(broker.engine) as session:
-            return store.list_trust_domains(session)
+            return [live(td) for td in store.list_trust_domains(session)]
 
     @router.get("/trust-domains/{name}", response_model=TrustDomainPublic)
     def show_trust_domain(name: str, principal: TdRead) -> TrustDomainPublic:
@@ -300,7 +359,7 @@ def admin_router(broker: Broker) -> APIRouter:
             td = store.fetch_trust_domain(session, name)
         if td is None:
             raise NotFound(f"no trust domain {name}")
-        return td
+        return live(td)
 
     @router.patch("/trust-domains/{name}", response_model=TrustDomainPublic)
     def update_trust_domain(name: str, body: TrustDomainUpdate,
@@ -316,12 +375,23 @@ def admin_router(broker: Broker) -> APIRouter:
                 body.location if "location" in fields else current.location,
                 body.bundle is not None or current.key_count > 0,
             )
+            if fields & {"source", "endpoint_profile", "endpoint_spiffe_id", "ca_file",
+                         "bundle"}:
+                merged = {f: getattr(body, f) if f in fields else getattr(current, f)
+                          for f in ("endpoint_profile", "endpoint_spiffe_id", "ca_file")}
+                bootstrap = body.bundle
+                if "bundle" not in fields and merged["endpoint_profile"] == "https_spiffe":
+                    bootstrap = store.fetch_bundle(session, name)
+                check_endpoint_options(name, body.source or current.source,
+                                       merged["endpoint_profile"],
+                                       merged["endpoint_spiffe_id"], merged["ca_file"],
+                                       bootstrap, broker.clock())
             if body.bundle is not None:
                 check_bundle(name, body.bundle, broker.clock())
             td = store.update_trust_domain(session, name, body, now=broker.clock())
             commit_or_conflict(session)
         changed(principal, "trust_domain.updated", trust_domain=name, changed=sorted(fields))
-        return td
+        return live(td)
 
     @router.delete("/trust-domains/{name}", status_code=204, response_class=Response)
     def delete_trust_domain(name: str, principal: TdWrite) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -116,6 +117,8 @@ class UserTokenValidator:
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[IssuerView, JwksClient]] = {}
         self._cache: dict[bytes, UserToken] = {}
+        # issuers with their own CA file have their own client (issuer -> client)
+        self._own_http: dict[str, httpx.Client] = {}
 
     def use_http(self, http: httpx.Client) -> None:
         """Replace the HTTP client (tests, or a client with its own CA bundle)."""
@@ -127,6 +130,10 @@ class UserTokenValidator:
 
     def close(self) -> None:
         self._http.close()
+        with self._lock:
+            own, self._own_http = list(self._own_http.values()), {}
+        for http in own:
+            http.close()
 
     # --- registry changes (snapshot hook, never the token path) ----------------------
 
@@ -139,6 +146,9 @@ class UserTokenValidator:
                 if issuers.get(name) != self._clients[name][0]:
                     del self._clients[name]
                     self._cache.clear()  # a token validated under the old settings
+                    own = self._own_http.pop(name, None)
+                    if own is not None:
+                        own.close()
             for name, view in issuers.items():
                 if name not in self._clients:
                     self._clients[name] = (view, self._new_client(view))
@@ -157,11 +167,20 @@ class UserTokenValidator:
                 log.warning("issuer JWKS prefetch failed: %s", err)
 
     def _new_client(self, view: IssuerView) -> JwksClient:
+        http = self._http
+        if view.ca_file is not None:
+            http = httpx.Client(verify=_ca_file_context(view.issuer, view.ca_file),
+                                timeout=DEFAULT_TIMEOUT_S, follow_redirects=False,
+                                trust_env=False)
+            old = self._own_http.pop(view.issuer, None)
+            self._own_http[view.issuer] = http
+            if old is not None:
+                old.close()
         return JwksClient(
             jwks_uri=view.jwks_uri,
             issuer=view.issuer,
             discovery=_DISCOVERY[view.discovery],
-            http=self._http,
+            http=http,
             cache_ttl_s=max(self._jwks_ttl, self._jwks_min_refetch),
             min_refetch_interval_s=self._jwks_min_refetch,
             clock=self._clock,
@@ -283,3 +302,13 @@ class UserTokenValidator:
             raise IssuerKeysUnavailable(
                 "issuer_keys_unavailable", "the issuer's keys are unavailable"
             ) from err
+
+
+def _ca_file_context(issuer: str, ca_file: str) -> ssl.SSLContext:
+    """Only the CAs of ``ca_file``; a missing or broken file trusts nothing (fail closed)."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        log.warning("issuer %s: cannot load the CA file %s (%s); its keys cannot be fetched",
+                    issuer, ca_file, err)
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies against no CA at all

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from broker.admin.routes import (
     RotationPublic,
     check_bundle,
+    check_endpoint_options,
     check_public_jwks,
     check_trust_domain_name,
     check_trust_domain_source,
@@ -57,6 +58,7 @@ from registry.models import (
     AgentCreate,
     AgentUpdate,
     BundleSourceKind,
+    EndpointProfile,
     GatewayAuthMethod,
     GatewayCreate,
     Status,
@@ -309,7 +311,20 @@ def trust_domains_add(
         "--inline", help="Store the --bundle-file content now instead of reading the file "
         "later.")] = False,
     endpoint: Annotated[str | None, typer.Option(
-        "--endpoint", help="A SPIFFE bundle endpoint URL (https_web).")] = None,
+        "--endpoint", help="A SPIFFE bundle endpoint URL.")] = None,
+    profile: Annotated[EndpointProfile, typer.Option(
+        "--profile", help="How the --endpoint is authenticated: https_web (Web PKI, or "
+        "--ca-file) or https_spiffe (its X509-SVID, with --endpoint-spiffe-id and "
+        "--bootstrap-bundle).")] = EndpointProfile.https_web,
+    endpoint_spiffe_id: Annotated[str | None, typer.Option(
+        "--endpoint-spiffe-id", help="https_spiffe: the SPIFFE ID of the endpoint's "
+        "X509-SVID, in this trust domain.")] = None,
+    bootstrap_bundle: Annotated[Path | None, typer.Option(
+        "--bootstrap-bundle", help="https_spiffe: the trust domain's current SPIFFE bundle, "
+        "with its x509-svid CAs, obtained out of band; used until the first fetch.")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="https_web: a PEM file of the CAs trusted for this endpoint alone "
+        "(else the system store).")] = None,
     workload_api: Annotated[str | None, typer.Option(
         "--workload-api", help="The Workload API socket of a SPIRE agent.")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -321,9 +336,15 @@ def trust_domains_add(
             raise CommandError("give exactly one of --bundle-file, --endpoint, --workload-api")
         if inline and bundle_file is None:
             raise CommandError("--inline needs --bundle-file")
+        endpoint_only = (endpoint_spiffe_id, bootstrap_bundle, ca_file)
+        if endpoint is None and (any(o is not None for o in endpoint_only)
+                                 or profile != EndpointProfile.https_web):
+            raise CommandError("--profile, --endpoint-spiffe-id, --bootstrap-bundle and "
+                               "--ca-file need --endpoint")
         check_trust_domain_name(name)
         bundle: dict[str, Any] | None = None
         location: str | None
+        endpoint_options: dict[str, Any] = {}
         if bundle_file is not None:
             bundle = read_json_object(bundle_file, "bundle")
             check_bundle(name, bundle, time.time())
@@ -333,10 +354,20 @@ def trust_domains_add(
                 bundle = None  # the file is read again on every refresh
         elif endpoint is not None:
             source, location = BundleSourceKind.endpoint, endpoint
+            if bootstrap_bundle is not None:
+                bundle = read_json_object(bootstrap_bundle, "bootstrap bundle")
+                check_bundle(name, bundle, time.time())
+            endpoint_options = {
+                "endpoint_profile": profile.value, "endpoint_spiffe_id": endpoint_spiffe_id,
+                "ca_file": None if ca_file is None else str(ca_file.resolve())}
+            check_endpoint_options(name, source, bundle=bundle, now=time.time(),
+                                   profile=profile.value, endpoint_spiffe_id=endpoint_spiffe_id,
+                                   ca_file=endpoint_options["ca_file"])
         else:
             source, location = BundleSourceKind.workload_api, workload_api
         check_trust_domain_source(source, location, bundle is not None)
-        data = TrustDomainCreate(name=name, source=source, location=location, bundle=bundle)
+        data = TrustDomainCreate(name=name, source=source, location=location, bundle=bundle,
+                                 **endpoint_options)
         with Session(local.engine) as session:
             td = store.create_trust_domain(session, data, now=time.time())
             session.commit()
@@ -356,7 +387,7 @@ def trust_domains_show(
     name: Annotated[str, typer.Argument(help="The trust domain name.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Show one trust domain."""
+    """Show one trust domain, with its bundle's last refresh as a replica recorded it."""
     show_one(data_dir, store.fetch_trust_domain, name, "trust domain")
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,6 +49,9 @@ def issuers_add(
     jwks_uri: Annotated[str | None, typer.Option(
         "--jwks-uri", help="Pin the JWKS URL instead of discovering it.")] = None,
     description: Annotated[str, typer.Option("--description")] = "",
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="A PEM file of the CAs trusted for this issuer alone (else the "
+        "system store).")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Trust an issuer's access tokens as subject_token."""
@@ -55,7 +59,8 @@ def issuers_add(
         data = TrustedIssuerCreate(
             issuer=issuer, audiences=audience,
             algorithms=algorithm or list(DEFAULT_USER_TOKEN_ALGORITHMS),
-            discovery=discovery.value, jwks_uri=jwks_uri, description=description)
+            discovery=discovery.value, jwks_uri=jwks_uri, description=description,
+            ca_file=None if ca_file is None else str(ca_file.resolve()))
         with Session(local.engine) as session:
             created = create_issuer(session, data, now=time.time(), by=BY)
             session.commit()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from broker.auth.clients import JWT_BEARER, JWT_SPIFFE, PRIVATE_KEY_JWT_ALGORITHMS
 from broker.grants.token_exchange import GRANT_TYPE
 from broker.responses import json_response
+from broker.routes.health import BundleCollector, DatabaseProbe
 from broker.runtime import Broker
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 
@@ -63,26 +64,44 @@ def meta_router(broker: Broker) -> APIRouter:
     def discovery() -> Response:
         return json_response(metadata, headers={"Cache-Control": "public, max-age=300"})
 
+    # docs/operations.md "Health and readiness": liveness touches nothing; both run on the
+    # event loop, so a busy thread pool cannot delay them
     @router.get("/healthz")
-    def healthz() -> Response:
-        return json_response({"status": "ok"})
+    async def healthz() -> Response:
+        return json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    database = DatabaseProbe(broker.engine, timeout_s=broker.settings.readiness_db_timeout_s)
+    own_domain = broker.settings.trust_domain
 
     @router.get("/readyz")
-    def readyz() -> Response:
-        checks = {
-            "database": broker.database_ok(),
-            "bundles": broker.bundles.ready(),
-            "signing_key": broker.keyring.signer() is not None,
-        }
-        ok = all(checks.values())
-        return json_response(
-            {"status": "ready" if ok else "not_ready", "checks": checks},
-            status=200 if ok else 503,
-            headers={"Cache-Control": "no-store"},
-        )
+    async def readyz() -> Response:
+        failed: dict[str, str] = {}
+        reason = await database.check()
+        if reason is not None:
+            failed["database"] = reason
+        if broker.keyring.signer() is None:
+            failed["signing_key"] = "no active signing key"
+        # only this replica's own trust domain, and only when the registry names it
+        if own_domain in broker.snapshot.trust_domains and broker.bundles.get(own_domain) is None:
+            status = broker.bundles.status().get(own_domain)
+            failed["trust_domain"] = (f"no bundle of {own_domain}"
+                                      + (f": {status.last_error}" if status and status.last_error
+                                         else ""))
+        checks = {name: name not in failed for name in ("database", "signing_key",
+                                                         "trust_domain")}
+        body: dict[str, object] = {"status": "not_ready" if failed else "ready",
+                                   "checks": checks}
+        if failed:
+            body["failed"] = failed
+        return json_response(body, status=503 if failed else 200,
+                             headers={"Cache-Control": "no-store"})
+
+    bundle_metrics = CollectorRegistry(auto_describe=False)
+    bundle_metrics.register(BundleCollector(broker.bundles))
 
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest() + generate_latest(bundle_metrics),
+                        media_type=CONTENT_TYPE_LATEST)
 
     return router

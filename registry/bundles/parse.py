@@ -4,6 +4,8 @@ trust domain; pure apart from logging."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 from spiffe import JwtBundle, TrustDomain
@@ -26,6 +29,9 @@ BundleKey = ECKey | RSAKey
 
 MAX_BUNDLE_BYTES: Final = 256 * 1024
 JWT_SVID_USE: Final = "jwt-svid"
+X509_SVID_USE: Final = "x509-svid"
+# key types a SPIFFE SVID can be signed with (JWT-SVID §2.1, X509-SVID §5)
+_KNOWN_KTY: Final = frozenset({"EC", "RSA"})
 
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 # JWT-SVID §2.1: ES256/ES384/ES512 name these curves; RS*/PS* need an RSA key.
@@ -57,6 +63,11 @@ class TrustBundle:
     sequence: int | None
     fetched_at: float
     digest: str
+    # X509-SVID §6.2: the CA certificates (DER) of the x509-svid elements; they authenticate
+    # an https_spiffe bundle endpoint of this trust domain (SPIFFE Federation §5.2.2.4)
+    x509_authorities: tuple[bytes, ...] = field(default=(), repr=False)
+    # elements ignored under Trust Domain and Bundle §4.1.3 / §4.2 (reasons, no key material)
+    ignored: tuple[str, ...] = ()
 
 
 def parse_trust_domain(name: str) -> str:
@@ -99,10 +110,27 @@ def parse_bundle(
     sequence = _optional_uint(doc, "spiffe_sequence")
 
     jwt_entries: dict[str, dict[str, Any]] = {}
+    x509_authorities: list[bytes] = []
+    ignored: list[str] = []
     for index, entry in enumerate(entries):
-        kid = _check_entry(index, entry)
-        if kid is None:
+        try:
+            use = _check_entry(index, entry)
+        except _Ignored as why:
+            # §4.1.3, §4.2.1, §4.2.2: an element a client must ignore; the rest still counts
+            reason = f"keys[{index}] ignored: {why}"
+            log.warning("trust bundle of %s: %s", td, reason)
+            ignored.append(reason)
             continue
+        if use == X509_SVID_USE:
+            der = _x509_authority(index, entry)
+            if der is None:
+                reason = f"keys[{index}] ignored: x509-svid element without a usable x5c"
+                log.warning("trust bundle of %s: %s", td, reason)
+                ignored.append(reason)
+            elif der not in x509_authorities:
+                x509_authorities.append(der)
+            continue
+        kid = entry["kid"]
         if kid in jwt_entries:
             raise BundleError(f"keys[{index}]: duplicate kid {kid!r}")
         jwt_entries[kid] = entry
@@ -121,7 +149,10 @@ def parse_bundle(
         kid: _import_authority(kid, authorities[kid], alg=jwt_entries[kid].get("alg"))
         for kid in jwt_entries
     }
-    return _make_bundle(td, keys, refresh_hint=refresh_hint, sequence=sequence, now=now)
+    return _make_bundle(
+        td, keys, refresh_hint=refresh_hint, sequence=sequence, now=now,
+        x509_authorities=tuple(x509_authorities), ignored=tuple(ignored),
+    )
 
 
 def bundle_from_authorities(
@@ -133,25 +164,65 @@ def bundle_from_authorities(
     return _make_bundle(td, keys, refresh_hint=None, sequence=None, now=now)
 
 
-def _check_entry(index: int, entry: Any) -> str | None:
-    """Validate one JWK of the set; return its kid if it is a JWT-SVID key, else None."""
+class _Ignored(Exception):
+    """A JWK element that a client must ignore; the message says why (no key material)."""
+
+
+def bundle_document(bundle: TrustBundle) -> dict[str, Any]:
+    """``bundle`` as a SPIFFE bundle (Trust Domain and Bundle §4) that ``parse_bundle``
+    reads back: its jwt-svid keys and x509-svid CA certificates, public members only."""
+    keys: list[dict[str, Any]] = []
+    for der in bundle.x509_authorities:
+        public = x509.load_der_x509_certificate(der).public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            jwk = ECKey.import_key(public).as_dict(private=False)
+        elif isinstance(public, rsa.RSAPublicKey):
+            jwk = RSAKey.import_key(public).as_dict(private=False)
+        else:  # never kept by parse_bundle
+            continue
+        # X509-SVID §6.1: use x509-svid, no kid, the certificate in x5c
+        jwk.pop("kid", None)
+        keys.append({**jwk, "use": X509_SVID_USE, "x5c": [base64.b64encode(der).decode()]})
+    for kid, key in bundle.keys.items():
+        keys.append({**key.as_dict(private=False), "kid": kid, "use": JWT_SVID_USE})
+    doc: dict[str, Any] = {"keys": keys}
+    if bundle.sequence is not None:
+        doc["spiffe_sequence"] = bundle.sequence
+    if bundle.refresh_hint_s is not None:
+        doc["spiffe_refresh_hint"] = bundle.refresh_hint_s
+    return doc
+
+
+def _check_entry(index: int, entry: Any) -> str:
+    """Validate one JWK of the set and return its use (``jwt-svid`` or ``x509-svid``).
+
+    Raises _Ignored for an element a client must ignore, and BundleError for one that
+    condemns the whole bundle.
+    """
     where = f"keys[{index}]"
     if not isinstance(entry, dict):
         raise BundleError(f"{where}: a JWK must be a JSON object")
     kty = entry.get("kty")
-    if not isinstance(kty, str) or not kty:
-        raise BundleError(f"{where}: kty MUST be set (Trust Domain and Bundle §4.2.1)")
+    # Hardening beyond §4.1.3 (docs/security.md): a publisher that puts a shared secret or a
+    # private key into a public bundle is not trusted with any of its other keys either.
     if kty == "oct":
         raise BundleError(f"{where}: symmetric keys have no place in a trust bundle")
     if _PRIVATE_MEMBERS.intersection(entry):
         raise BundleError(f"{where}: a trust bundle must not carry private key members")
+    # §4.2.1: kty MUST be set; an unknown key type -> ignore the entire JWK element
+    if not isinstance(kty, str) or not kty:
+        raise _Ignored("kty missing (Trust Domain and Bundle §4.2.1)")
+    if kty not in _KNOWN_KTY:
+        raise _Ignored(f"unknown kty {_shown(kty)} (Trust Domain and Bundle §4.2.1)")
+    # §4.2.2: a missing or unknown use -> ignore the entire JWK element
     use = entry.get("use")
     if not isinstance(use, str) or not use:
-        raise BundleError(f"{where}: use MUST be set (Trust Domain and Bundle §4.2.2)")
-    # §4.2.2: x509-svid keys authenticate X509-SVIDs only; unknown uses are ignored.
-    # §4.2.1: key types JWT-SVID cannot sign with (§2.1: RS, ES, PS) are ignored.
-    if use != JWT_SVID_USE or kty not in ("EC", "RSA"):
-        return None
+        raise _Ignored("use missing (Trust Domain and Bundle §4.2.2)")
+    if use == X509_SVID_USE:
+        return use
+    if use != JWT_SVID_USE:
+        raise _Ignored(f"unknown use {_shown(use)} (Trust Domain and Bundle §4.2.2)")
+    # JWT-SVID §6.1: the kid of a jwt-svid element MUST be set
     kid = entry.get("kid")
     if not isinstance(kid, str) or not kid:
         raise BundleError(f"{where}: a jwt-svid key must have a non-empty kid")
@@ -162,7 +233,34 @@ def _check_entry(index: int, entry: Any) -> str | None:
         fits = _ALG_CURVE.get(alg) == entry.get("crv") if kty == "EC" else alg[:2] in ("RS", "PS")
         if not fits:
             raise BundleError(f"{where}: alg {alg!r} does not fit a {kty} key")
-    return kid
+    return use
+
+
+def _x509_authority(index: int, entry: dict[str, Any]) -> bytes | None:
+    """X509-SVID §6.2: the first x5c value is the CA certificate; no usable x5c -> ignore."""
+    x5c = entry.get("x5c")
+    if not isinstance(x5c, list) or not x5c or not isinstance(x5c[0], str):
+        return None
+    try:
+        der = base64.b64decode(x5c[0], validate=True)
+        cert = x509.load_der_x509_certificate(der)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    # X509-SVID §4.1: a signing certificate MUST set the CA flag
+    if not constraints.ca:
+        return None
+    # §4.2.1: the element's key type must be one this client knows
+    public = cert.public_key()
+    return der if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) else None
+
+
+def _shown(value: str) -> str:
+    """A short, printable rendering of a foreign string for a log line."""
+    return repr(value[:32])
 
 
 def _import_authority(kid: str, key: Any, *, alg: str | None) -> BundleKey:
@@ -187,6 +285,8 @@ def _make_bundle(
     refresh_hint: int | None,
     sequence: int | None,
     now: float,
+    x509_authorities: tuple[bytes, ...] = (),
+    ignored: tuple[str, ...] = (),
 ) -> TrustBundle:
     canonical = json.dumps(
         sorted([kid, key.thumbprint(), key.alg or ""] for kid, key in keys.items()),
@@ -199,6 +299,8 @@ def _make_bundle(
         sequence=sequence,
         fetched_at=now,
         digest=hashlib.sha256(canonical.encode()).hexdigest(),
+        x509_authorities=x509_authorities,
+        ignored=ignored,
     )
 
 

@@ -1,5 +1,7 @@
 """Where a trust domain's bundle comes from: a file, a SPIFFE bundle endpoint, or the
-Workload API (through pyspiffe)."""
+Workload API (through pyspiffe). Bundle endpoints follow SPIFFE Federation §5.2: the
+``https_web`` profile (Web PKI, or a per-source CA file) and ``https_spiffe`` (the endpoint's
+X509-SVID, checked against its own trust domain's bundle)."""
 
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from spiffe import TrustDomain, WorkloadApiClient
+from cryptography import x509
+from spiffe import SpiffeId, TrustDomain, WorkloadApiClient
 from spiffe.errors import PySpiffeError
 
 from registry.bundles.parse import (
@@ -60,15 +63,17 @@ class FileBundleSource:
 
 
 class EndpointBundleSource:
-    """A SPIFFE bundle endpoint under the ``https_web`` profile (Trust Domain and Bundle §5.2.1).
+    """A SPIFFE bundle endpoint under the ``https_web`` profile (SPIFFE Federation §5.2.1).
 
-    TLS is verified against the system store, or only against ``ca_file`` when given; the
-    source then owns its client, which ignores proxy and netrc settings from the environment.
-    A shared ``http`` client is used as configured (it must verify certificates). Redirects
-    are never followed and only a 200 answer is read.
+    TLS is verified against the system store, or only against ``ca_file`` when given (read
+    on each fetch, so a missing or broken file is a refresh error, never a wider trust);
+    the source then owns its client, which ignores proxy and netrc settings from the
+    environment. A shared ``http`` client is used as configured (it must verify
+    certificates). Redirects are never followed and only a 200 answer is read.
     """
 
     kind = "endpoint"
+    profile = "https_web"
 
     def __init__(
         self,
@@ -79,56 +84,224 @@ class EndpointBundleSource:
         timeout_s: float = 10.0,
         max_bytes: int = MAX_BUNDLE_BYTES,
     ) -> None:
-        parts = urlsplit(url)
-        # §5: the bundle endpoint is a TLS-protected HTTP endpoint (https scheme).
-        if parts.scheme != "https" or not parts.hostname:
-            raise BundleError(f"bundle endpoint must be an https:// URL, not {url!r}")
-        if parts.username is not None or parts.password is not None or parts.fragment:
-            raise BundleError("bundle endpoint URL must carry no userinfo or fragment")
+        check_endpoint_url(url)
         if http is not None and ca_file is not None:
             raise ValueError("ca_file applies to the source's own client; set verify on http")
         if not 0 < timeout_s <= 120:
             raise ValueError("timeout_s must be in (0, 120]")
         self.url = url
+        self.ca_file = None if ca_file is None else str(ca_file)
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
-        self._owns_http = http is None
-        if http is None:
-            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-            http = httpx.Client(verify=context, follow_redirects=False, trust_env=False)
         self._http = http
 
     def fetch(self, trust_domain: str, *, now: float) -> TrustBundle:
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            with self._http.stream(
-                "GET",
-                self.url,
-                headers={"Accept": "application/json", "Accept-Encoding": "identity"},
-                follow_redirects=False,
-                timeout=self.timeout_s,
-            ) as resp:
-                if resp.status_code != 200:
-                    note = " (redirects are not followed)" if resp.is_redirect else ""
-                    raise BundleFetchError(
-                        f"bundle endpoint answered HTTP {resp.status_code}{note}"
-                    )
-                body = bytearray()
-                for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > self.max_bytes:
-                        raise BundleError(f"bundle is larger than the {self.max_bytes}-byte cap")
-                    if time.monotonic() > deadline:
-                        raise BundleFetchError(f"bundle endpoint timed out after {self.timeout_s}s")
-        except httpx.TimeoutException as err:
-            raise BundleFetchError(f"bundle endpoint timed out after {self.timeout_s}s") from err
-        except httpx.HTTPError as err:
-            raise BundleFetchError(f"bundle endpoint unreachable: {err}") from err
-        return parse_bundle(trust_domain, bytes(body), now=now, max_bytes=self.max_bytes)
+        if self._http is not None:
+            body = _get_bundle(self._http, self.url, self.timeout_s, self.max_bytes)
+        else:
+            context = _ca_file_context(self.ca_file)
+            with httpx.Client(verify=context, follow_redirects=False, trust_env=False) as http:
+                body = _get_bundle(http, self.url, self.timeout_s, self.max_bytes)
+        return parse_bundle(trust_domain, body, now=now, max_bytes=self.max_bytes)
 
     def close(self) -> None:
-        if self._owns_http:
-            self._http.close()
+        return None  # a shared client belongs to its owner; an own one lives per fetch
+
+
+class SpiffeEndpointBundleSource:
+    """A self-serving SPIFFE bundle endpoint under the ``https_spiffe`` profile.
+
+    SPIFFE Federation §5.2.2.4: the server certificate must be a valid X509-SVID for
+    ``endpoint_spiffe_id``, checked against the X.509 authorities of the trust domain's own
+    bundle: first the operator's bootstrap bundle, then the latest bundle fetched. OpenSSL
+    builds and verifies the chain (validity, signatures, CA flags); this class then checks
+    the leaf's SPIFFE ID (X509-SVID §2, §4). Nothing is read from a server that fails.
+    """
+
+    kind = "endpoint"
+    profile = "https_spiffe"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_spiffe_id: str,
+        trust_domain: str,
+        bootstrap: TrustBundle,
+        timeout_s: float = 10.0,
+        max_bytes: int = MAX_BUNDLE_BYTES,
+    ) -> None:
+        check_endpoint_url(url)
+        td = parse_trust_domain(trust_domain)
+        self.endpoint_spiffe_id = check_endpoint_spiffe_id(endpoint_spiffe_id, td)
+        if bootstrap.trust_domain != td:
+            raise BundleError(f"bootstrap bundle of {bootstrap.trust_domain} offered for {td}")
+        if not 0 < timeout_s <= 120:
+            raise ValueError("timeout_s must be in (0, 120]")
+        self.url = url
+        self.trust_domain = td
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._authorities = bootstrap.x509_authorities
+
+    @property
+    def x509_authorities(self) -> tuple[bytes, ...]:
+        """The CA certificates (DER) the next connection is verified against."""
+        return self._authorities
+
+    def fetch(self, trust_domain: str, *, now: float) -> TrustBundle:
+        if trust_domain != self.trust_domain:
+            raise BundleError(f"this endpoint serves {self.trust_domain}, not {trust_domain}")
+        with self._lock:
+            authorities = self._authorities
+            if not authorities:
+                # Trust Domain and Bundle §4.1.3: no x509-svid authority, nothing to trust
+                raise BundleFetchError(
+                    f"no X.509 authority of {trust_domain} to authenticate its bundle endpoint")
+            context = _spiffe_context(authorities, self.endpoint_spiffe_id)
+            with httpx.Client(verify=context, follow_redirects=False, trust_env=False) as http:
+                body = _get_bundle(http, self.url, self.timeout_s, self.max_bytes)
+            bundle = parse_bundle(trust_domain, body, now=now, max_bytes=self.max_bytes)
+            # §5.2.2.4: the latest bundle validates every later connection
+            self._authorities = bundle.x509_authorities
+        return bundle
+
+    def close(self) -> None:
+        return None
+
+
+
+class _WrongSvid(ssl.SSLError):
+    """The endpoint's certificate chains to the trust domain but names another identity."""
+
+
+class _SvidSocket(ssl.SSLSocket):
+    """Checks the leaf's SPIFFE ID as part of the handshake, so no request is sent to a
+    server that is not the configured endpoint."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        expected: str = self.context.endpoint_spiffe_id  # type: ignore[attr-defined]
+        der = self.getpeercert(True)
+        found = svid_spiffe_id(x509.load_der_x509_certificate(der)) if der else None
+        if found != expected:
+            raise _WrongSvid(f"bundle endpoint is {found or 'not an X509-SVID'}, "
+                             f"not {expected} (SPIFFE Federation §5.2.2.4)")
+
+
+def check_endpoint_url(url: str) -> str:
+    """SPIFFE Federation §5.2.1.1, §5.2.2.1: an https URL without userinfo (nor fragment)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise BundleError(f"bundle endpoint must be an https:// URL, not {url!r}")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise BundleError("bundle endpoint URL must carry no userinfo or fragment")
+    return url
+
+
+def check_endpoint_spiffe_id(value: str, trust_domain: str) -> str:
+    """The endpoint's SPIFFE ID: well formed, and in ``trust_domain`` (a self-serving
+    endpoint, SPIFFE Federation §5.2.2.2; other endpoints are not supported)."""
+    try:
+        sid = SpiffeId(value)
+    except (PySpiffeError, ValueError) as err:
+        raise BundleError(f"endpoint SPIFFE ID is malformed: {err}") from err
+    if str(sid) != value:
+        raise BundleError("endpoint SPIFFE ID must be in canonical form")
+    if sid.trust_domain.name != trust_domain:
+        raise BundleError(f"endpoint SPIFFE ID must be in {trust_domain} (a self-serving "
+                          "bundle endpoint, SPIFFE Federation §5.2.2.2)")
+    return value
+
+
+def svid_spiffe_id(cert: x509.Certificate) -> str | None:
+    """The SPIFFE ID of an X509-SVID leaf, or None when ``cert`` is not one.
+
+    X509-SVID §2: exactly one URI SAN, a SPIFFE ID; §4.1: a leaf is not a CA.
+    """
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return None
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or not uris[0].startswith("spiffe://"):
+        return None
+    return uris[0]
+
+
+def _ca_file_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system store, or only the CAs of ``ca_file``; a bad file is a fetch error."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise BundleFetchError(f"cannot load the CA file {ca_file}: {err}") from err
+
+
+def _spiffe_context(authorities: tuple[bytes, ...], endpoint_spiffe_id: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.sslsocket_class = _SvidSocket
+    context.endpoint_spiffe_id = endpoint_spiffe_id  # type: ignore[attr-defined]
+    # §5.2.2.4: identity is the SPIFFE ID in the URI SAN, not the host name
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    # X509-SVID §6.1: a bundle CA SHOULD be self-signed, so an intermediate may anchor
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        context.load_verify_locations(cadata=b"".join(authorities))
+    except ssl.SSLError as err:
+        raise BundleFetchError(f"unusable X.509 authorities: {err}") from err
+    return context
+
+
+def _get_bundle(
+    http: httpx.Client,
+    url: str,
+    timeout_s: float,
+    max_bytes: int,
+) -> bytes:
+    deadline = time.monotonic() + timeout_s
+    try:
+        with http.stream(
+            "GET",
+            url,
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            follow_redirects=False,
+            timeout=timeout_s,
+        ) as resp:
+            if resp.status_code != 200:
+                note = " (redirects are not followed)" if resp.is_redirect else ""
+                raise BundleFetchError(f"bundle endpoint answered HTTP {resp.status_code}{note}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise BundleError(f"bundle is larger than the {max_bytes}-byte cap")
+                if time.monotonic() > deadline:
+                    raise BundleFetchError(f"bundle endpoint timed out after {timeout_s}s")
+    except httpx.TimeoutException as err:
+        raise BundleFetchError(f"bundle endpoint timed out after {timeout_s}s") from err
+    except httpx.HTTPError as err:
+        raise BundleFetchError(_unreachable(err)) from err
+    return bytes(body)
+
+
+def _unreachable(err: httpx.HTTPError) -> str:
+    """Why the endpoint could not be read: its certificate's fault when it was one."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, _WrongSvid):
+            return str(cause.args[0])
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message
+            return f"bundle endpoint unreachable: TLS certificate not trusted: {why}"
+        cause = cause.__cause__ or cause.__context__
+    return f"bundle endpoint unreachable: {err}"
 
 
 class _JwtBundleFetcher(Protocol):

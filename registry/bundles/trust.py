@@ -15,6 +15,10 @@ from registry.bundles.sources import BundleSource
 
 log = logging.getLogger(__name__)
 
+# SPIFFE Federation §4.2 asks publishers to add keys 3-5 refresh hints ahead of use: a bundle
+# older than three intervals may be missing keys already in use
+STALE_INTERVALS = 3
+
 @dataclass(frozen=True)
 class DomainStatus:
     """What ``/readyz`` and operators see of one trust domain; never key material."""
@@ -30,6 +34,11 @@ class DomainStatus:
     consecutive_failures: int
     next_refresh_at: float | None
     digest: str | None
+    # a bundle is fresh while its last successful refresh is younger than STALE_INTERVALS
+    # refresh intervals; a bundle set without a source (inline) stays fresh
+    fresh: bool = False
+    x509_authority_count: int | None = None
+    ignored_elements: int = 0
 
 
 @dataclass
@@ -57,6 +66,7 @@ class TrustBundles:
         min_refresh_s: float = 5.0,
         max_refresh_s: float = 3600.0,
         default_refresh_s: float = 300.0,
+        on_refresh: Callable[[str, DomainStatus, TrustBundle | None], None] | None = None,
     ) -> None:
         if not 0 < min_refresh_s <= default_refresh_s <= max_refresh_s:
             raise ValueError("need 0 < min_refresh_s <= default_refresh_s <= max_refresh_s")
@@ -70,6 +80,8 @@ class TrustBundles:
         self._version = 0
         self._wake = threading.Event()
         self._refresher: tuple[threading.Thread, threading.Event] | None = None
+        # told after each refresh attempt (status, and the bundle when one was installed)
+        self._on_refresh = on_refresh
 
     # Hot path: reads of an immutable mapping that is replaced, never mutated.
     @property
@@ -153,17 +165,31 @@ class TrustBundles:
                     error = _rollback(current, bundle)
                 finished = self._clock()
                 feed.last_attempt_at = finished
-                if error is None and bundle is not None:
+                installed = error is None and bundle is not None
+                if installed and bundle is not None:
                     self._install(bundle)
                     feed.last_error = None
                     feed.failures = 0
                     feed.next_refresh_at = finished + self._interval(bundle)
-                    return True
-                feed.last_error = error
-                feed.failures += 1
-                feed.next_refresh_at = finished + self._backoff(current, feed.failures)
-        log.warning("bundle refresh of %s failed: %s", trust_domain, error)
-        return False
+                else:
+                    feed.last_error = error
+                    feed.failures += 1
+                    feed.next_refresh_at = finished + self._backoff(current, feed.failures)
+        if not installed:
+            log.warning("bundle refresh of %s failed: %s", trust_domain, error)
+        self._told(trust_domain, bundle if installed else None)
+        return installed
+
+    def _told(self, trust_domain: str, bundle: TrustBundle | None) -> None:
+        if self._on_refresh is None:
+            return
+        status = self.status().get(trust_domain)
+        if status is None:
+            return
+        try:
+            self._on_refresh(trust_domain, status, bundle)
+        except Exception:
+            log.exception("bundle refresh hook of %s failed", trust_domain)
 
     def run_pending(self) -> int:
         """Refresh every domain whose refresh time has come; return how many were tried."""
@@ -181,8 +207,13 @@ class TrustBundles:
         with self._lock:
             bundles, feeds = self._bundles, dict(self._feeds)
         out: dict[str, DomainStatus] = {}
+        now = self._clock()
         for td in sorted(set(bundles) | set(feeds)):
             bundle, feed = bundles.get(td), feeds.get(td)
+            fresh = bundle is not None and (
+                feed is None
+                or now - bundle.fetched_at <= STALE_INTERVALS * self._interval(bundle)
+            )
             out[td] = DomainStatus(
                 trust_domain=td,
                 source=feed.source.kind if feed else None,
@@ -195,6 +226,9 @@ class TrustBundles:
                 consecutive_failures=feed.failures if feed else 0,
                 next_refresh_at=feed.next_refresh_at if feed else None,
                 digest=bundle.digest if bundle else None,
+                fresh=fresh,
+                x509_authority_count=len(bundle.x509_authorities) if bundle else None,
+                ignored_elements=len(bundle.ignored) if bundle else 0,
             )
         return out
 

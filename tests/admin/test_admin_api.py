@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from fastapi.testclient import TestClient
@@ -184,14 +185,18 @@ def test_trust_domain_lifecycle(client: TestClient, root: str) -> None:
                     json={"name": "other.test", "bundle": first.bundle()})
     assert r.status_code == 201
     assert r.headers["cache-control"] == "no-store"
+    inline_status = {"fresh": True, "key_count": 1, "x509_authority_count": 0,
+                     "ignored_elements": 0, "sequence": None, "refresh_hint_s": 300,
+                     "last_refresh_at": T0, "last_attempt_at": None, "next_refresh_at": None,
+                     "last_error": None, "consecutive_failures": 0, "replica": ANY}
     created = {"name": "other.test", "source": "inline", "location": None, "key_count": 1,
-               "updated_at": T0}
+               "endpoint_profile": None, "endpoint_spiffe_id": None, "ca_file": None,
+               "updated_at": T0, "status": inline_status}
     assert r.json() == created
 
     r = client.get("/v1/trust-domains", headers=h)
     assert r.json() == [
-        {"name": "dev.writ.local", "source": "inline", "location": None, "key_count": 1,
-         "updated_at": T0},
+        {**created, "name": "dev.writ.local"},
         created,
     ]
     assert client.get("/v1/trust-domains/other.test", headers=h).json() == created
@@ -199,7 +204,8 @@ def test_trust_domain_lifecycle(client: TestClient, root: str) -> None:
     both = {"keys": first.bundle()["keys"] + second.bundle()["keys"]}
     r = client.patch("/v1/trust-domains/other.test", headers=h, json={"bundle": both})
     assert r.status_code == 200
-    assert r.json() == {**created, "key_count": 2}
+    assert r.json() == {**created, "key_count": 2,
+                        "status": {**inline_status, "key_count": 2, "refresh_hint_s": None}}
 
     r = client.post("/v1/trust-domains", headers=h,
                     json={"name": "other.test", "bundle": first.bundle()})
@@ -218,9 +224,15 @@ def test_trust_domain_endpoint_source(client: TestClient, root: str) -> None:
     r = client.post("/v1/trust-domains", headers=bearer(root), json={
         "name": "remote.test", "source": "endpoint", "location": "https://remote.test/bundle"})
     assert r.status_code == 201
-    assert r.json() == {"name": "remote.test", "source": "endpoint",
-                        "location": "https://remote.test/bundle", "key_count": 0,
-                        "updated_at": T0}
+    body = r.json()
+    status = body.pop("status")
+    assert body == {"name": "remote.test", "source": "endpoint",
+                    "location": "https://remote.test/bundle", "key_count": 0,
+                    "endpoint_profile": None, "endpoint_spiffe_id": None, "ca_file": None,
+                    "updated_at": T0}
+    # nothing fetched yet (remote.test does not resolve): not fresh, no keys
+    assert (status["fresh"], status["key_count"], status["last_refresh_at"]) == (
+        False, None, None)
 
 
 @pytest.mark.parametrize(("body", "description"), [

@@ -97,8 +97,8 @@ def test_jwt_svid_gateway_cannot_use_private_key_jwt(client: TestClient, seeded:
 def test_readyz_reports_each_check(client: TestClient) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "checks": {"database": True, "bundles": True,
-                                                      "signing_key": True}}
+    assert r.json() == {"status": "ready", "checks": {"database": True, "signing_key": True,
+                                                      "trust_domain": True}}
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from broker.admin.tokens import ALL_SCOPES, AdminTokenCreate, create_admin_token
 from broker.audit.writer import AuditRecord
 from broker.cli.admin import register
+from broker.db import upgrade
 from jwks.client import JwksClient
 from jwks.errors import JwksFetchError
 from registry.errors import Conflict, NotFound
@@ -39,6 +40,7 @@ from tests.idp import TestIssuer
 IDP = "https://idp.example.com/realms/acme"
 BODY = {"issuer": IDP, "audiences": ["writ"], "algorithms": ["RS256", "ES256"]}
 PUBLIC = {"issuer": IDP, "description": "", "discovery": "oidc", "jwks_uri": None,
+          "ca_file": None,
           "audiences": ["writ"], "algorithms": ["RS256", "ES256"], "created_by": "",
           "created_at": T0, "updated_at": T0}
 
@@ -155,6 +157,8 @@ def test_cli_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = typer.Typer()
     register(app)
     runner = CliRunner()
+    (tmp_path / "data").mkdir()
+    upgrade(f"sqlite:///{tmp_path / 'data' / 'writ.db'}")
 
     def writ(*args: str) -> Any:
         return runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")])

@@ -1,5 +1,6 @@
 """The admin commands of ``writ`` over a fresh SQLite data dir: each command's happy path
-and error path, JSON on stdout, one-line errors on stderr with exit code 1."""
+and error path, JSON on stdout, one-line errors on stderr with exit code 1
+(tests/cli/test_cli_data_dir.py: a data dir without a database)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from broker.admin.tokens import PREFIX, authenticate_admin_token
 from broker.audit.writer import AuditRecord, verify_chain
 from broker.cli.admin import register
 from broker.cli.dev import DevTrustDomain
-from broker.db import make_engine
+from broker.db import make_engine, upgrade
 from broker.signing.envelope import encode_kek, generate_kek
 from registry.charter import Charter, charter_hash
 
@@ -37,10 +38,14 @@ def app() -> typer.Typer:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir made by `writ db upgrade`: the admin commands create none."""
     for name in list(os.environ):
         if name.startswith("WRIT_"):
             monkeypatch.delenv(name)
-    return tmp_path / "data"
+    path = tmp_path / "data"
+    path.mkdir()
+    upgrade(f"sqlite:///{path / 'writ.db'}")
+    return path
 
 
 @pytest.fixture
@@ -284,7 +289,8 @@ def test_trust_domain_commands(writ: Writ, tmp_path: Path) -> None:
     from_file = writ.json("trust-domains", "add", "example.org", "--bundle-file", str(bundle))
     assert {k: v for k, v in from_file.items() if k != "updated_at"} == {
         "name": "example.org", "source": "file", "location": str(bundle.resolve()),
-        "key_count": 0}
+        "key_count": 0, "endpoint_profile": None, "endpoint_spiffe_id": None, "ca_file": None,
+        "status": None}
     inline = writ.json("trust-domains", "add", "inline.example", "--bundle-file", str(bundle),
                        "--inline")
     assert (inline["source"], inline["location"], inline["key_count"]) == ("inline", None, 1)
@@ -365,7 +371,6 @@ def test_keys_need_a_kek(writ: Writ) -> None:
 
 
 def test_keys_read_a_dev_kek_file(writ: Writ) -> None:
-    writ.data_dir.mkdir(parents=True)
     (writ.data_dir / "kek").write_bytes(generate_kek())
     assert writ.json("keys", "list") == []
 
@@ -407,6 +412,7 @@ def test_database_url_from_environment(app: typer.Typer, data_dir: Path, db_url:
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """WRIT_DATABASE_URL names the database as for `writ serve` (PostgreSQL when set)."""
     monkeypatch.setenv("WRIT_DATABASE_URL", db_url)
+    upgrade(db_url)
     writ = Writ(app, data_dir)
     writ.ok("agents", "enroll", "--spiffe-id", AGENT, "--owner", "o", "--charter",
             str(charter_file))
@@ -414,3 +420,37 @@ def test_database_url_from_environment(app: typer.Typer, data_dir: Path, db_url:
     engine = make_engine(db_url)
     assert verify_chain(engine).count == 1
     engine.dispose()
+
+
+def test_trust_domain_endpoint_profiles(writ: Writ, tmp_path: Path) -> None:
+    from tests.tls import make_pki, make_spiffe_ca
+
+    bootstrap = tmp_path / "partner-bundle.json"
+    bootstrap.write_text(json.dumps({"keys": [make_spiffe_ca("partner.example").bundle_element()]}))
+    spiffe = writ.json("trust-domains", "add", "partner.example", "--endpoint",
+                       "https://bundle.partner.example/b", "--profile", "https_spiffe",
+                       "--endpoint-spiffe-id", "spiffe://partner.example/spire/server",
+                       "--bootstrap-bundle", str(bootstrap))
+    assert {k: spiffe[k] for k in ("source", "endpoint_profile", "endpoint_spiffe_id",
+                                   "ca_file", "status")} == {
+        "source": "endpoint", "endpoint_profile": "https_spiffe",
+        "endpoint_spiffe_id": "spiffe://partner.example/spire/server", "ca_file": None,
+        "status": None}
+    ca = tmp_path / "web-ca.pem"
+    ca.write_bytes(make_pki().ca_pem)
+    web = writ.json("trust-domains", "add", "web.example", "--endpoint",
+                    "https://bundle.web.example/b", "--ca-file", str(ca))
+    assert (web["endpoint_profile"], web["ca_file"]) == ("https_web", str(ca.resolve()))
+    assert writ.json("trust-domains", "show", "web.example") == web
+
+    writ.fails("trust-domains", "add", "p2.example", "--endpoint", "https://b.p2.example/b",
+               "--profile", "https_spiffe", "--bootstrap-bundle", str(bootstrap),
+               message="https_spiffe needs the endpoint's SPIFFE ID (endpoint_spiffe_id)")
+    writ.fails("trust-domains", "add", "p3.example", "--endpoint", "https://b.p3.example/b",
+               "--profile", "https_spiffe", "--endpoint-spiffe-id",
+               "spiffe://p3.example/spire/server",
+               message="https_spiffe needs the trust domain's bundle to bootstrap from "
+               "(SPIFFE Federation §5.2.2.2)")
+    writ.fails("trust-domains", "add", "p4.example", "--workload-api", "unix:///s.sock",
+               "--ca-file", str(ca), message="--profile, --endpoint-spiffe-id, "
+               "--bootstrap-bundle and --ca-file need --endpoint")

@@ -94,10 +94,32 @@ def test_valid_bundle(case: dict[str, Any]) -> None:
     assert bundle.sequence == case["sequence"]
     assert bundle.fetched_at == NOW
     assert re.fullmatch(r"[0-9a-f]{64}", bundle.digest)
+    assert len(bundle.ignored) == case["ignored"]
+    assert len(bundle.x509_authorities) == case["x509_authorities"]
     for kid, key in bundle.keys.items():
         assert isinstance(key, ECKey | RSAKey)
         assert key.kid == kid
         assert not key.is_private
+
+
+def test_an_ignored_element_is_logged_without_key_material(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    odd = {**_jwk("odd"), "use": "future-svid"}
+    no_use = {k: v for k, v in _jwk("no-use").items() if k != "use"}
+    doc = json.dumps({"keys": [odd, no_use, _jwk("kept")]}).encode()
+    with caplog.at_level("WARNING", logger="registry.bundles.parse"):
+        bundle = parse_bundle(TD, doc, now=NOW)
+    assert list(bundle.keys) == ["kept"]
+    assert bundle.ignored == (
+        "keys[0] ignored: unknown use 'future-svid' (Trust Domain and Bundle §4.2.2)",
+        "keys[1] ignored: use missing (Trust Domain and Bundle §4.2.2)",
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        f"trust bundle of {TD}: {reason}" for reason in bundle.ignored
+    ]
+    for member in ("x", "y"):  # the public coordinates stay out of the log too
+        assert odd[member] not in caplog.text and no_use[member] not in caplog.text
 
 
 @pytest.mark.parametrize("case", _cases("invalid"))
@@ -444,7 +466,7 @@ def test_endpoint_refuses_an_untrusted_certificate(endpoint: Endpoint, tmp_path:
             assert not store.refresh(TD)
             assert not store.ready()
             assert store.keys_for(TD) is None
-            assert "CERTIFICATE_VERIFY_FAILED" in (store.status()[TD].last_error or "")
+            assert "TLS certificate not trusted" in (store.status()[TD].last_error or "")
     assert endpoint.hits == 0
 
 
