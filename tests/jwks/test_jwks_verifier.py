@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jws import JWSRegistry
+from token_signer import KeySigner
 
 import jwks
-from broker.signing.signer import KeySigner
 from jwks import errors
 from jwks.claims import AT_JWT_TYP, ActorHop, TxnTokenClaims
 from jwks.client import IntrospectionCheck, JwksClient, StaticKeys
