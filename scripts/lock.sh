@@ -32,8 +32,8 @@ compile() {  # compile OUTPUT INPUT-LINE... [-- UV-ARGS...]
 
 # The projects are inputs as local paths, so writ-broker's pin on writ-jwks resolves to ./jwks;
 # neither is written to a lock (they install from the checkout or a wheel with --no-deps).
-compile requirements/dev.lock '-e ./jwks[fastapi]' '-e .[demo,test]' 'setuptools>=69' -- "$@"
+compile requirements/dev.lock '-e ./jwks[fastapi]' '-e .[demo,test]' 'setuptools>=77' -- "$@"
 pinned=(--constraint requirements/dev.lock)
-compile requirements/server.lock './jwks' '.' 'setuptools>=69' -- "${pinned[@]}"
+compile requirements/server.lock './jwks' '.' 'setuptools>=77' -- "${pinned[@]}"
 compile requirements/jwks.lock './jwks' -- "${pinned[@]}"
 compile requirements/jwks-test.lock './jwks[fastapi]' 'pytest' -- "${pinned[@]}"
