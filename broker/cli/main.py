@@ -162,7 +162,12 @@ def demo(
     data_dir: DataDir = Path("writ-data"),
 ) -> None:
     """Run gateway -> Writ -> downstream service against a running dev-mode Writ."""
-    from broker.cli.demo import DemoFailed, run_demo
+    try:
+        from broker.cli.demo import DemoFailed, run_demo
+    except ModuleNotFoundError as err:  # authlib is the optional `demo` extra (pyproject)
+        if (err.name or "").split(".")[0] != "authlib":
+            raise
+        raise fail("writ demo needs authlib: pip install 'writ-broker[demo]'") from err
 
     td = _dev_trust_domain(data_dir)
     try:

@@ -293,7 +293,9 @@ def test_dockerfile() -> None:
     text = (COMPOSE / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
-    assert re.search(r"^RUN pip install \. ", text, re.M)
+    # the locked, hash-checked set, then Writ's two distributions without their dependencies
+    assert re.search(r"^RUN pip install --require-hashes -r requirements/server\.lock ", text, re.M)
+    assert re.search(r"^    && pip install --no-deps --no-build-isolation \./jwks \. ", text, re.M)
     for part in ("jwks", "registry", "broker"):
         assert re.search(rf"^COPY {part} \./{part}$", text, re.M), part
     users = [ln.split(None, 1)[1] for ln in lines if ln.startswith("USER ")]

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from token_signer import KeySigner
 
-from broker.signing.signer import KeySigner
 from jwks.client import JwksClient, StaticKeys, metadata_url, parse_jwks
 from jwks.errors import JwksFetchError, UnknownKeyId
 from jwks.keys import generate_key, public_jwk

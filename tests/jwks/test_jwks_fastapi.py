@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import pytest
 from fastapi import Depends, FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
+from token_signer import KeySigner
 
-from broker.signing.signer import KeySigner
 from jwks.claims import TxnTokenClaims
 from jwks.client import StaticKeys
 from jwks.errors import JwksFetchError
