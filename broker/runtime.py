@@ -151,6 +151,7 @@ class Broker:
             batch_max=settings.audit.batch_max,
             batch_wait_ms=settings.audit.batch_wait_ms,
             timeout_s=settings.audit.timeout_s,
+            stall_s=settings.audit.stall_s,
             clock=clock,
         )
         # tool metadata (docs/tools.md): fetched and refreshed off the token path

@@ -21,6 +21,8 @@ class AuditSettings(BaseSettings):
     # how long the writer waits for more records before committing a batch
     batch_wait_ms: float = Field(default=0.0, ge=0.0, le=100.0)
     timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    # PostgreSQL: the longest one commit may hold a serving process's event loop
+    stall_s: float = Field(default=0.75, gt=0.0, le=60.0)
 
 
 class Settings(BaseSettings):

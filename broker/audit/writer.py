@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -125,9 +127,17 @@ class AuditWriter:
         batch_max: int = 256,
         batch_wait_ms: float = 0.0,
         timeout_s: float = 5.0,
+        stall_s: float = 0.75,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
+        # the longest a commit may hold the event loop's thread (PostgreSQL): past it the
+        # connection is cut and the batch fails (503), so liveness never waits on a hung
+        # database; opening a connection never happens on the loop's thread at all
+        self._stall = min(stall_s, timeout_s)
+        self._armed: tuple[float, int] | None = None  # (deadline, socket) of an on-loop commit
+        self._on_loop = False
+        self._watchdog: threading.Thread | None = None
         self._batch_max = batch_max
         self._batch_wait = batch_wait_ms / 1000.0
         self._timeout = timeout_s
@@ -147,9 +157,16 @@ class AuditWriter:
 
     def start(self) -> None:
         self._running = True
+        if self._dialect == "postgresql" and self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="writ-audit-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
 
     def stop(self) -> None:
         self._running = False
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=1)
+            self._watchdog = None
         if self._lock.acquire(timeout=self._timeout):
             try:
                 self._close_connection()
@@ -187,8 +204,17 @@ class AuditWriter:
         """Runs on ``loop``: commit the turn's records, then settle their requests."""
         waiting = self._pending[loop]
         while waiting:
+            if self._dialect == "postgresql" and self._dbapi is None:
+                self._flush_off_loop(loop)
+                return
             chunk = waiting[: self._batch_max]
-            outcomes = self._try_write([e for e, _ in chunk])
+            self._on_loop = True
+            try:
+                outcomes = self._try_write([e for e, _ in chunk])
+            except _Reconnect:
+                continue  # nothing was written; the connection is gone: off the loop
+            finally:
+                self._on_loop = False
             if outcomes is None:
                 # another process holds the write lock: keep serving and try again shortly;
                 # records arriving meanwhile join this batch
@@ -201,6 +227,54 @@ class AuditWriter:
             del waiting[: len(chunk)]
             _settle(chunk, outcomes)
         del self._pending[loop]
+
+    def _flush_off_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)connecting waits on the network: the turn's records go to a thread, which
+        opens the connection and appends them; the loop goes on serving meanwhile. Their
+        requests still get an answer within the audit timeout: past it they fail (503), and
+        a chunk not yet begun is then not written. A chunk the thread had begun may still
+        land: a record without its token, never a token without its record."""
+        waiting = self._pending.pop(loop)
+        self._busy_since.pop(loop, None)
+        expired = threading.Event()
+
+        def write_all() -> list[int | BaseException]:
+            outcomes: list[int | BaseException] = []
+            for start in range(0, len(waiting), self._batch_max):
+                chunk = [e for e, _ in waiting[start:start + self._batch_max]]
+                if expired.is_set():
+                    outcomes += [AuditUnavailable("audit write timed out") for _ in chunk]
+                else:
+                    outcomes += self._write(chunk)
+            return outcomes
+
+        def settle(done: asyncio.Future[list[int | BaseException]]) -> None:
+            failed = done.exception() is not None
+            _settle(waiting, [AuditUnavailable("audit store unavailable")] * len(waiting)
+                    if failed else done.result())
+
+        def expire() -> None:
+            expired.set()
+            _settle(waiting, [AuditUnavailable("audit write timed out")] * len(waiting))
+
+        loop.run_in_executor(None, write_all).add_done_callback(settle)
+        loop.call_later(self._timeout, expire)
+
+    def _watch(self) -> None:
+        """Cut the connection of an on-loop commit that outlives its stall bound: the blocked
+        call then fails at once and the loop's thread is free again."""
+        while self._running:
+            armed = self._armed
+            if armed is not None and time.monotonic() >= armed[0]:
+                self._armed = None
+                log.error("audit commit stalled past %.2fs; cutting its connection",
+                          self._stall)
+                try:
+                    with socket.socket(fileno=os.dup(armed[1])) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            time.sleep(0.05)
 
     def _counted(self, outcomes: list[int | BaseException]) -> list[int | BaseException]:
         if outcomes and not isinstance(outcomes[0], BaseException):
@@ -225,6 +299,8 @@ class AuditWriter:
             seqs = self._append(events)
         except _Busy:
             return None
+        except _Reconnect:
+            raise
         except Exception as err:
             log.error("audit batch of %d failed: %s", len(events), type(err).__name__)
             return [AuditUnavailable("audit store unavailable") for _ in events]
@@ -276,7 +352,9 @@ class AuditWriter:
             return self._append_once(events)
         except _NotCommitted as err:
             # the kept connection had gone stale (database restarted, idle timeout) and
-            # nothing was written: try once more on a fresh one
+            # nothing was written: try once more on a fresh one, never opened on the loop
+            if self._on_loop:
+                raise _Reconnect() from err
             log.info("audit connection lost before commit (%s); reconnecting",
                      type(err.__cause__).__name__)
             try:
@@ -288,6 +366,8 @@ class AuditWriter:
         committing = False
         try:
             conn = self._connection()
+            if self._on_loop and self._dialect == "postgresql":
+                self._armed = (time.monotonic() + self._stall, conn.driver_connection.fileno())
             cur = conn.cursor()
             if self._dialect == "sqlite":  # take the write lock first, without waiting
                 try:
@@ -331,6 +411,7 @@ class AuditWriter:
             raise _NotCommitted() from err
         finally:
             self._fresh = False
+            self._armed = None
         self._head = new_head
         return _seqs(new_head, len(events))
 
@@ -410,6 +491,11 @@ _BUSY_RETRY_S = 0.0002
 
 class _NotCommitted(Exception):
     """A batch failed on a kept connection before its commit: nothing was written."""
+
+
+class _Reconnect(Exception):
+    """On the loop: the kept connection is gone and nothing was written; the batch goes to a
+    thread, which opens a new one."""
 
 
 _EVENT_FIELDS = tuple(f.name for f in fields(AuditEvent))

@@ -163,3 +163,61 @@ def test_healthz_stays_live_and_readyz_says_why_while_the_database_hangs(
     while httpx.get(f"{server.url}/readyz", timeout=30).status_code != 200:
         assert time.monotonic() < deadline, "readiness did not recover by itself"
         time.sleep(0.2)
+
+
+def test_token_traffic_never_holds_liveness_while_the_database_hangs(
+    served: tuple[Server, StallingRelay, Path],
+) -> None:
+    """Audit commits run on the event loop's thread; a commit stuck on a hung database is cut
+    after WRIT_AUDIT_STALL_S and reconnecting happens off the loop, so ``/healthz`` keeps
+    answering within a second while tokens are being asked for, every token request is
+    answered within the audit timeout (a token once its record is durable, else 503), and
+    tokens flow again once the database answers."""
+    from broker.cli.dev import DEV_AGENT, DEV_GATEWAY, DevTrustDomain
+    from tests.revocation_kit import FORM, token_form
+
+    server, relay, data_dir = served
+    td = DevTrustDomain.load_or_create(data_dir)
+
+    def ask() -> int:
+        body = token_form(td, ISSUER, DEV_AGENT, DEV_GATEWAY)
+        return httpx.post(f"{server.url}/token", content=body, headers=FORM,
+                          timeout=60).status_code
+
+    assert ask() == 200
+    statuses: list[int] = []
+    slowest_token = 0.0
+    stop = threading.Event()
+
+    def traffic() -> None:
+        nonlocal slowest_token
+        while not stop.is_set():
+            started = time.monotonic()
+            statuses.append(ask())
+            slowest_token = max(slowest_token, time.monotonic() - started)
+
+    workers = [threading.Thread(target=traffic, daemon=True) for _ in range(4)]
+    relay.stall()
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(0.3)  # requests now wait on the hung database
+        slowest = 0.0
+        for _ in range(20):  # 4 s and more: past the audit timeout (3 s)
+            r, took = _timed_get(f"{server.url}/healthz")
+            assert r.status_code == 200
+            slowest = max(slowest, took)
+            time.sleep(0.2)
+        assert slowest < 1.0, f"/healthz took {slowest:.2f}s with token traffic in flight"
+    finally:
+        relay.resume()
+        stop.set()
+        for w in workers:
+            w.join(timeout=60)
+    assert statuses and set(statuses) <= {200, 503}
+    assert 503 in statuses  # requests that waited past the audit timeout failed closed
+    assert slowest_token < 3.0 + 1.5, f"a token request took {slowest_token:.2f}s"
+    deadline = time.monotonic() + 30
+    while ask() != 200:
+        assert time.monotonic() < deadline, "tokens did not flow again"
+        time.sleep(0.2)
