@@ -151,7 +151,7 @@ def dev_svid(
         sid = parse_spiffe_id(spiffe_id)
     except InvalidPattern as err:
         raise fail(str(err)) from err
-    if sid.trust_domain.name != td.name:
+    if sid.trust_domain != td.name:
         raise fail(f"the dev trust domain is {td.name}; it cannot mint for {spiffe_id}")
     typer.echo(td.mint_svid(spiffe_id, audience if len(audience) > 1 else audience[0], ttl_s=ttl))
 

@@ -17,7 +17,8 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 from spiffe import JwtBundle, TrustDomain
 from spiffe.errors import PySpiffeError
 
-from jwks.errors import JwksError
+from jwks import spiffe_id
+from jwks.errors import InvalidSpiffeId, JwksError
 from jwks.keys import SVID_ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,14 @@ class TrustBundle:
 
 
 def parse_trust_domain(name: str) -> str:
-    """Return ``name`` if it is a trust domain name in canonical form (SPIFFE-ID §2.1)."""
+    """Return ``name`` if it is a trust domain name in canonical form (SPIFFE-ID §2.1),
+    checked by the one SPIFFE ID parser (``jwks.spiffe_id``)."""
     if not isinstance(name, str) or not 0 < len(name) <= 255:
         raise BundleError("trust domain name must be a string of 1 to 255 characters")
     try:
-        canonical = TrustDomain(name).name
-    except (PySpiffeError, ValueError) as err:
-        raise BundleError(f"malformed trust domain name: {err}") from err
-    if canonical != name:
-        raise BundleError(f"trust domain must be a bare lowercase name, not {name!r}")
-    return name
+        return spiffe_id.parse_trust_domain(name)
+    except InvalidSpiffeId as err:
+        raise BundleError(f"trust domain must be a bare lowercase name; {err}") from err
 
 
 def parse_bundle(
