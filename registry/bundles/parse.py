@@ -68,7 +68,11 @@ def parse_trust_domain(name: str) -> str:
     try:
         return spiffe_id.parse_trust_domain(name)
     except InvalidSpiffeId as err:
-        raise BundleError(f"trust domain must be a bare lowercase name; {err}") from err
+        bare = name.lower().removeprefix("spiffe://")
+        if bare != name and spiffe_id.is_spiffe_id(f"spiffe://{bare}"):
+            # the name, repr'd: a canonical spelling exists and the operator should see it
+            raise BundleError(f"trust domain must be a bare lowercase name, not {name!r}") from err
+        raise BundleError(f"malformed trust domain name: {err}") from err
 
 
 def parse_bundle(
