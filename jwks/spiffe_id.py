@@ -51,8 +51,8 @@ def _refuse(why: str) -> InvalidSpiffeId:
     return InvalidSpiffeId(f"malformed SPIFFE ID: {why}")
 
 
-def _not_canonical(why: str) -> InvalidSpiffeId:
-    return InvalidSpiffeId(f"SPIFFE ID is not in canonical form: {why}")
+def _not_canonical(what: str) -> InvalidSpiffeId:
+    return InvalidSpiffeId(f"SPIFFE ID is not in canonical ({what}) form")
 
 
 def _check_text(value: object) -> str:
@@ -92,7 +92,7 @@ def _check_trust_domain(name: str) -> None:
     if "?" in name or "#" in name:
         raise _refuse("a SPIFFE ID has no query or fragment (SPIFFE-ID §2)")
     if _TRUST_DOMAIN.match(name.lower()):
-        raise _not_canonical("the trust domain must be lowercase")
+        raise _not_canonical("lowercase trust domain")
     raise _refuse("the trust domain may hold only a-z, 0-9, '.', '-' and '_' (SPIFFE-ID §2.1)")
 
 
@@ -132,7 +132,7 @@ def _parse(value: str) -> SpiffeId:
             return SpiffeId(td, path)
     if not text.startswith(SCHEME):
         if text[: len(SCHEME)].lower() == SCHEME:
-            raise _not_canonical("the scheme must be written 'spiffe://'")
+            raise _not_canonical("lowercase scheme")
         raise _refuse("the scheme must be spiffe:// (SPIFFE-ID §2)")
     rest = text[len(SCHEME):]
     slash = rest.find("/")

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.admin.auth import AdminApiError, forbidden, require_scope
-from broker.admin.params import SpiffeIdPath, TrustDomainPath, has_control_character
+from broker.admin.params import SpiffeIdPath, TrustDomainPath
 from broker.admin.tokens import (
     AdminScope,
     AdminToken,
@@ -71,8 +71,6 @@ class AdminRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             try:
-                if has_control_character(request.url.path):
-                    raise Invalid("the URL path holds a control character")
                 response = await handler(request)
             except AdminApiError as err:
                 response = JSONResponse(err.body(), err.status, headers=err.headers)
@@ -297,7 +295,7 @@ def admin_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             return store.list_trust_domains(session)
 
-    @router.get("/trust-domains/{name}", response_model=TrustDomainPublic)
+    @router.get("/trust-domains/{name:path}", response_model=TrustDomainPublic)
     def show_trust_domain(name: TrustDomainPath, principal: TdRead) -> TrustDomainPublic:
         with Session(broker.engine) as session:
             td = store.fetch_trust_domain(session, name)
@@ -305,7 +303,7 @@ def admin_router(broker: Broker) -> APIRouter:
             raise NotFound(f"no trust domain {name}")
         return td
 
-    @router.patch("/trust-domains/{name}", response_model=TrustDomainPublic)
+    @router.patch("/trust-domains/{name:path}", response_model=TrustDomainPublic)
     def update_trust_domain(name: TrustDomainPath, body: TrustDomainUpdate,
                             principal: TdWrite) -> TrustDomainPublic:
         _no_nulls(body, "source", "bundle")
@@ -326,7 +324,7 @@ def admin_router(broker: Broker) -> APIRouter:
         changed(principal, "trust_domain.updated", trust_domain=name, changed=sorted(fields))
         return td
 
-    @router.delete("/trust-domains/{name}", status_code=204, response_class=Response)
+    @router.delete("/trust-domains/{name:path}", status_code=204, response_class=Response)
     def delete_trust_domain(name: TrustDomainPath, principal: TdWrite) -> Response:
         with Session(broker.engine) as session:
             store.delete_trust_domain(session, name)

@@ -32,6 +32,7 @@ from broker.cli.common import (
     JwksFile,
     Limit,
     Offset,
+    canonical_spiffe_id,
     note,
     one_line_errors,
     open_local,
@@ -60,7 +61,8 @@ resource_servers_app = typer.Typer(
 
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit record).")]
 Value = Annotated[str, typer.Argument(help="What to revoke.")]
-ClientId = Annotated[str, typer.Argument(help="The resource server's SPIFFE ID.")]
+ClientId = Annotated[str, typer.Argument(help="The resource server's SPIFFE ID.",
+                                         callback=canonical_spiffe_id)]
 
 
 def register(app: typer.Typer, audit_app: typer.Typer) -> None:
