@@ -182,3 +182,16 @@ def test_cli_refuses_a_hostile_id_as_a_usage_error(name: str, make: Any,
         assert result.exit_code == 2, result.output
         assert "SPIFFE ID" in result.output
         assert not (tmp_path / "none").exists()  # refused before the data dir is opened
+
+
+@pytest.mark.parametrize("name", [
+    "evil.test\n", "evil.test\r\n", "evil.test\x00", "Evil.test", "\u0435vil.test",
+    "a" * 256, "evil.test:443", "user@evil.test",
+])
+def test_a_hostile_trust_domain_name_is_never_created(name: str, client: TestClient,
+                                                      root: str, engine: Engine) -> None:
+    h = bearer(root)
+    r = client.post("/v1/trust-domains", headers=h, json={"name": name, "bundle": {"keys": []}})
+    assert_malformed(r)
+    assert [t["name"] for t in client.get("/v1/trust-domains", headers=h).json()] == [TD]
+    assert admin_reasons(engine) == []
