@@ -240,7 +240,7 @@ class UserTokenValidator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
             raise UserTokenError("missing_sub", "'sub' claim is required")
-        if sub.startswith("spiffe://"):
+        if sub[:9].lower() == "spiffe://":  # SPIFFE-ID §2.4: the scheme is case-insensitive
             # a user principal never reads as a workload principal (docs/delegation.md)
             raise UserTokenError("spiffe_sub", "a user's 'sub' cannot be a SPIFFE ID")
         may_act = claims.get("may_act")
