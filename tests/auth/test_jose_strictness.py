@@ -264,3 +264,66 @@ def test_user_token_strictness(name: str, make: Any, reason: str, clock: FrozenC
         assert users.validate(good, {idp.issuer: view}).subject == "alice"
     finally:
         users.close()
+
+
+# -- RFC 7523 private_key_jwt client assertions at /token -----------------------------------
+
+PK_GW = "spiffe://dev.writ.local/gateway/pkjwt"
+PK_VALID = '"iss":"$GW","sub":"$GW","aud":"$AUD","jti":"$JTI","iat":$NOW'
+PRIVATE_KEY_JWT_CASES = [
+    ("utf16", "{" + PK_VALID + ',"exp":$EXP}', "utf-16", "malformed"),
+    ("utf32", "{" + PK_VALID + ',"exp":$EXP}', "utf-32", "malformed"),
+    ("bom", "{" + PK_VALID + ',"exp":$EXP}', "utf-8-bom", "malformed"),
+    ("duplicate-sub", '{"sub":"spiffe://dev.writ.local/gateway/demo",' + PK_VALID
+     + ',"exp":$EXP}', "utf-8", "malformed"),
+    ("duplicate-exp", "{" + PK_VALID + ',"exp":$EXP,"exp":$EXP}', "utf-8", "malformed"),
+    ("exp-1e309", "{" + PK_VALID + ',"exp":1e309}', "utf-8", "malformed"),
+    ("exp-nan", "{" + PK_VALID + ',"exp":NaN}', "utf-8", "malformed"),
+    ("exp-negative", "{" + PK_VALID + ',"exp":-1}', "utf-8", "expired"),
+    ("exp-string", "{" + PK_VALID + ',"exp":"$EXP"}', "utf-8", "expired"),
+    ("nbf-bool", "{" + PK_VALID + ',"exp":$EXP,"nbf":true}', "utf-8", "invalid_nbf"),
+]
+
+
+@pytest.mark.parametrize(("name", "template", "encoding", "reason"), PRIVATE_KEY_JWT_CASES,
+                         ids=[c[0] for c in PRIVATE_KEY_JWT_CASES])
+def test_private_key_jwt_strictness(name: str, template: str, encoding: str, reason: str,
+                                    client: Any, seeded: DevTrustDomain, engine: Any,
+                                    clock: FrozenClock) -> None:
+    import uuid
+
+    from joserfc.jwk import ECKey
+    from sqlmodel import Session
+
+    from jwks.keys import public_jwk
+    from registry import store
+    from registry.models import GatewayAuthMethod, GatewayCreate
+    from tests.conftest import ISSUER
+    from tests.forge import raw_json
+    from tests.grants.test_token_endpoint import audit_rows, post_token, token_params
+
+    key = ECKey.generate_key("P-256", private=True)
+    with Session(engine) as s:
+        store.create_gateway(s, GatewayCreate(
+            client_id=PK_GW, auth_method=GatewayAuthMethod.private_key_jwt,
+            agent_namespaces=["spiffe://dev.writ.local/agents/**"],
+            jwks={"keys": [public_jwk(key, alg="ES256")]}), now=clock())
+        s.commit()
+    client.app.state.broker.snapshots.refresh()
+    now = int(clock())
+    text = (template.replace("$GW", PK_GW).replace("$AUD", f"{ISSUER}/token")
+            .replace("$JTI", uuid.uuid4().hex).replace("$NOW", str(now))
+            .replace("$EXP", str(now + 60)))
+    header = json.dumps({"alg": "ES256", "kid": key.thumbprint()}).encode()
+    assertion = forge_raw(header, raw_json(text, {}, encoding), key)
+    params = token_params(seeded, clock(), client_assertion_type=(
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), client_assertion=assertion)
+    r = post_token(client, params)
+    assert r.status_code == 401
+    assert r.json() == {"error": "invalid_client",
+                        "error_description": "client authentication failed"}
+    rows = [row for row in audit_rows(engine) if row.kind == "token"]
+    assert [(row.decision, row.reason) for row in rows] == [
+        ("denied", f"client_assertion_{reason}")]
+    assert rows[0].jti is None
+    assert post_token(client, token_params(seeded, clock())).status_code == 200
