@@ -17,7 +17,7 @@ from joserfc.errors import JoseError
 
 from broker.auth.svid import SvidError, SvidValidator, b64json, token_fingerprint
 from broker.errors import InvalidClient, InvalidRequest
-from jwks.jose import JoseRefused, TimeClaims
+from jwks.jose import JoseRefused, TimeClaims, audience_values
 from jwks.keys import SVID_ALGORITHMS
 from registry.models import GatewayAuthMethod, Status
 from registry.snapshot import GatewayView, RegistrySnapshot
@@ -142,8 +142,7 @@ class PrivateKeyJwtAuth:
             ) from err
         if exp - now > self._max_lifetime:
             raise InvalidClient("client authentication failed", reason="client_assertion_too_long")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not self._audiences.intersection(a for a in auds if isinstance(a, str)):
+        if not self._audiences.intersection(audience_values(aud) or ()):
             raise InvalidClient("client authentication failed", reason="client_assertion_wrong_aud")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise InvalidClient("client authentication failed", reason="client_assertion_no_jti")

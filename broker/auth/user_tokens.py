@@ -22,7 +22,7 @@ from joserfc.errors import JoseError
 
 from jwks.client import DEFAULT_TIMEOUT_S, JwksClient
 from jwks.errors import JwksFetchError, UnknownKeyId
-from jwks.jose import JoseRefused, TimeClaims, json_object, split_compact
+from jwks.jose import JoseRefused, TimeClaims, audience_values, json_object, split_compact
 from jwks.keys import AnyKey
 from registry.charter import SCOPE_TOKEN
 from registry.issuers import IssuerDiscovery, IssuerView
@@ -232,10 +232,8 @@ class UserTokenValidator:
         except JoseRefused as err:
             raise UserTokenError(err.code, str(err)) from err
         exp = float(times.exp)
-        aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         # RFC 9068 §4: the audience must be one this issuer's tokens are accepted for
-        if not view.audiences.intersection(a for a in auds if isinstance(a, str)):
+        if not view.audiences.intersection(audience_values(claims.get("aud")) or ()):
             raise UserTokenError("wrong_aud", "the token's audience is not accepted")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
