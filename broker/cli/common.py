@@ -51,6 +51,10 @@ def canonical_spiffe_id(value: str) -> str:
     return value
 
 
+def canonical_spiffe_id_or_none(value: str | None) -> str | None:
+    return None if value is None else canonical_spiffe_id(value)
+
+
 SpiffeIdArg = Annotated[str, typer.Argument(help="The agent's SPIFFE ID.",
                                             callback=canonical_spiffe_id)]
 ClientIdArg = Annotated[str, typer.Argument(help="The gateway's client id (its SPIFFE ID).",

@@ -33,6 +33,7 @@ from broker.cli.common import (
     Limit,
     Offset,
     canonical_spiffe_id,
+    canonical_spiffe_id_or_none,
     note,
     one_line_errors,
     open_local,
@@ -210,9 +211,11 @@ def resource_servers_remove(client_id: ClientId, data_dir: DataDir = DEFAULT_DAT
 
 
 def audit_query(
-    agent: Annotated[str | None, typer.Option("--agent")] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", callback=canonical_spiffe_id_or_none)] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="User (token sub).")] = None,
-    gateway: Annotated[str | None, typer.Option("--gateway")] = None,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", callback=canonical_spiffe_id_or_none)] = None,
     tool: Annotated[str | None, typer.Option("--tool")] = None,
     txn: Annotated[str | None, typer.Option("--txn")] = None,
     jti: Annotated[str | None, typer.Option("--jti")] = None,

@@ -195,3 +195,14 @@ def test_a_hostile_trust_domain_name_is_never_created(name: str, client: TestCli
     assert_malformed(r)
     assert [t["name"] for t in client.get("/v1/trust-domains", headers=h).json()] == [TD]
     assert admin_reasons(engine) == []
+
+
+@pytest.mark.parametrize("value", [DEV_AGENT + "\n", DEV_AGENT.upper(), DEV_AGENT + "/"])
+def test_cli_audit_filters_take_canonical_ids_only(value: str, tmp_path: Path) -> None:
+    from broker.cli.main import app
+
+    for option in ("--agent", "--gateway"):
+        result = CliRunner().invoke(app, ["audit", "query", option, value,
+                                          "--data-dir", str(tmp_path / "none")])
+        assert result.exit_code == 2, result.output
+        assert "SPIFFE ID" in result.output
