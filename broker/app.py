@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.admin.decisions import decisions_router
 from broker.admin.issuers import issuers_router
+from broker.admin.params import RefuseControlCharacterPaths
 from broker.admin.revocations import revocation_router
 from broker.admin.routes import admin_router
 from broker.admin.tool_routes import tools_router
@@ -104,10 +105,13 @@ def create_app(
         if request.url.path == "/token":
             return oauth_error_response(InvalidRequest("malformed request"))
         return JSONResponse(
-            {"error": "invalid_request", "error_description": _first_error(exc)}, 422
+            {"error": "invalid_request", "error_description": _first_error(exc)}, 422,
+            headers={"Cache-Control": "no-store"},  # as every admin answer
         )
 
     app.add_middleware(InputBounds, max_body_bytes=settings.max_body_bytes)
+    # one spelling per SPIFFE ID: no control character in a URL path (docs/security.md)
+    app.add_middleware(RefuseControlCharacterPaths)
     return app
 
 

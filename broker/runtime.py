@@ -101,6 +101,8 @@ class Broker:
             leeway_s=settings.svid_leeway_s,
             cache_size=settings.svid_cache_size,
             max_token_bytes=settings.max_token_bytes,
+            max_lifetime_s=settings.svid_max_lifetime_s,
+            max_audiences=settings.svid_max_audiences,
             clock=clock,
         )
         self.clients = ClientAuthenticator(

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # RFC 7523 §3 item 4: how far ahead a private_key_jwt assertion's exp may be; it bounds
     # the cross-replica replay window (docs/architecture.md#decisions)
     client_assertion_max_lifetime_s: int = Field(default=600, ge=60, le=3600)
+    # docs/security.md#jose-and-json-strictness: longest JWT-SVID accepted (exp - iat, or
+    # exp - now without iat), and how many audiences it may name (JWT-SVID §7.2: Writ alone)
+    svid_max_lifetime_s: int = Field(default=3600, ge=60, le=86400)
+    svid_max_audiences: int = Field(default=1, ge=1, le=16)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)

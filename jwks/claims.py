@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from jwks.errors import InvalidToken
-from jwks.patterns import InvalidPattern, parse_spiffe_id
+from jwks.errors import InvalidSpiffeId, InvalidToken
+from jwks.jose import is_numeric_date
+from jwks.spiffe_id import parse_spiffe_id
 
 #: draft-ietf-oauth-transaction-tokens: JOSE ``typ`` of a Txn-Token.
 TXN_TOKEN_TYP: Final = "txntoken+jwt"  # noqa: S105
@@ -48,8 +49,8 @@ def _numeric_date(value: Any, member: str) -> int:
     # RFC 7519 §2 NumericDate; Writ issues whole seconds, so only integers are accepted.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(member, "must be an integer NumericDate")
-    if value < 0:
-        raise _invalid(member, "must not be negative")
+    if not is_numeric_date(value, integer=True):  # jwks.jose bounds
+        raise _invalid(member, "is out of the NumericDate range")
     return value
 
 
@@ -58,7 +59,7 @@ def _spiffe_id(value: Any, member: str) -> str:
         raise _invalid(member, "must be a SPIFFE ID string")
     try:
         parse_spiffe_id(value)
-    except InvalidPattern as err:
+    except InvalidSpiffeId as err:
         raise _invalid(member, "must be a SPIFFE ID") from err
     return value
 

@@ -7,7 +7,6 @@ Both fail closed: anything unreachable, oversized or malformed raises ``JwksFetc
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from jwks.errors import JwksError, JwksFetchError, TokenInactive, UnknownKeyId
+from jwks.jose import loads_strict_json
 from jwks.keys import AnyKey, import_public_jwk
 
 Clock = Callable[[], float]
@@ -40,18 +40,10 @@ def _bounded(name: str, value: float, low: float, high: float) -> float:
     return value
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate member {k!r}")
-        out[k] = v
-    return out
-
-
 def loads_strict(data: bytes | str) -> Any:
-    """``json.loads`` that refuses duplicate member names (RFC 7515 §5.2 step 4 allows it)."""
-    return json.loads(data, object_pairs_hook=_reject_duplicates)
+    """Strict JSON (``jwks.jose``): UTF-8 only, no duplicate member names (RFC 7515 §5.2
+    step 4 allows refusing them), finite numbers only."""
+    return loads_strict_json(data.encode() if isinstance(data, str) else data)
 
 
 def _read_json(response: httpx.Response, what: str, max_bytes: int) -> Any:

@@ -24,6 +24,19 @@ class UnsupportedAlgorithm(JwksError):
     code = "unsupported_algorithm"
 
 
+class InvalidPattern(JwksError, ValueError):
+    """A SPIFFE ID pattern is malformed (a ValueError too, so pydantic validators turn it
+    into a validation error)."""
+
+    code = "invalid_pattern"
+
+
+class InvalidSpiffeId(InvalidPattern):
+    """A SPIFFE ID is malformed or not in canonical form (``jwks.spiffe_id``)."""
+
+    code = "invalid_spiffe_id"
+
+
 class JwksFetchError(JwksError):
     """The JWKS (or issuer metadata) could not be fetched or parsed."""
 

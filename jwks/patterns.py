@@ -11,29 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from spiffe import SpiffeId
-from spiffe.errors import PySpiffeError
+from jwks.errors import InvalidPattern, InvalidSpiffeId
+from jwks.spiffe_id import SpiffeId, parse_spiffe_id
 
-from jwks.errors import JwksError
-
-
-class InvalidPattern(JwksError, ValueError):
-    # a ValueError too, so pydantic validators turn it into a validation error
-    code = "invalid_pattern"
-
-
-def parse_spiffe_id(value: str) -> SpiffeId:
-    """Parse a SPIFFE ID with pyspiffe (SPIFFE-ID §2), raising ``InvalidPattern``."""
-    if not isinstance(value, str) or len(value) > 2048:
-        raise InvalidPattern("SPIFFE ID must be a string of at most 2048 bytes")
-    try:
-        sid = SpiffeId(value)
-    except (PySpiffeError, ValueError, TypeError) as err:
-        raise InvalidPattern(f"malformed SPIFFE ID: {err}") from err
-    # SPIFFE-ID §2.1: the trust domain is lowercase; accept only the canonical form.
-    if str(sid) != value:
-        raise InvalidPattern("SPIFFE ID is not in canonical (lowercase trust domain) form")
-    return sid
+# re-exported: callers catch InvalidPattern for IDs and patterns alike
+__all__ = ["InvalidPattern", "InvalidSpiffeId", "SpiffeId", "SpiffePattern", "matches_any",
+           "parse_spiffe_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +70,15 @@ def _parse(text: str) -> SpiffePattern:
         raise InvalidPattern("'*' must be a whole segment and '**' only the last one")
     sid = parse_spiffe_id(concrete)
     segments = tuple(
-        s for s in base[len("spiffe://") + len(sid.trust_domain.name) :].split("/") if s
+        s for s in base[len("spiffe://") + len(sid.trust_domain) :].split("/") if s
     )
-    return SpiffePattern(sid.trust_domain.name, segments, subtree)
+    return SpiffePattern(sid.trust_domain, segments, subtree)
 
 
 @lru_cache(maxsize=65536)
 def _split(spiffe_id: str) -> tuple[str, tuple[str, ...]]:
     sid = parse_spiffe_id(spiffe_id)
-    path = sid.path
-    return sid.trust_domain.name, tuple(s for s in path.split("/") if s)
+    return sid.trust_domain, sid.segments
 
 
 def matches_any(spiffe_id: str, patterns: tuple[str, ...] | list[str]) -> bool:

@@ -6,8 +6,6 @@ Errors carry a ``code``; their messages never contain the token.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from collections.abc import Callable, Collection
@@ -18,7 +16,7 @@ from joserfc.errors import BadSignatureError, DecodeError, JoseError
 
 from jwks.chain import check_act_agrees
 from jwks.claims import TXN_TOKEN_TYP, TxnTokenClaims
-from jwks.client import IntrospectionCheck, KeySource, loads_strict
+from jwks.client import IntrospectionCheck, KeySource
 from jwks.errors import (
     BadSignature,
     InvalidAudience,
@@ -26,6 +24,7 @@ from jwks.errors import (
     InvalidTokenType,
     TokenExpired,
 )
+from jwks.jose import JoseRefused, TimeClaims, json_object
 from jwks.keys import TOKEN_ALGORITHMS, check_algorithms
 
 MAX_LEEWAY_S: Final = 300
@@ -44,31 +43,24 @@ def _malformed(why: str) -> InvalidToken:
     return InvalidToken(why, code="malformed")
 
 
-def _b64decode(segment: str) -> bytes:
-    # RFC 7515 §2: base64url without padding.
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as err:
-        raise _malformed("segment is not base64url") from err
-
-
 def _json_object(segment: str, what: str) -> dict[str, Any]:
+    # jwks.jose: strict UTF-8 JSON, no duplicate members (RFC 8725 §3.7, RFC 7515 §4)
     try:
-        value = loads_strict(_b64decode(segment))
-    except (ValueError, RecursionError) as err:
-        raise _malformed(f"{what} is not JSON without duplicate members") from err
-    if not isinstance(value, dict):
-        raise _malformed(f"{what} is not a JSON object")
-    return value
+        return json_object(segment, what)
+    except JoseRefused as err:
+        raise _malformed(str(err)) from err
 
 
-def _int_claim(claims: dict[str, Any], member: str) -> int:
-    value = claims.get(member)
-    if value is None:
-        raise InvalidToken(f"claim {member!r} is required", code="missing_claim")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidToken(f"claim {member!r} must be an integer NumericDate", code="invalid_claim")
-    return value
+#: the shared time checks' reasons, in this verifier's codes
+_TIME_CODES: Final = {
+    "missing_exp": "missing_claim",
+    "missing_iat": "missing_claim",
+    "invalid_exp": "invalid_claim",
+    "invalid_iat": "invalid_claim",
+    "invalid_nbf": "invalid_claim",
+    "iat_in_future": "invalid_iat",
+    "not_yet_valid": "not_yet_valid",
+}
 
 
 class TxnTokenVerifier:
@@ -185,17 +177,14 @@ class TxnTokenVerifier:
         return header
 
     def _check_time(self, claims: dict[str, Any]) -> None:
-        now = self._clock()
-        exp = _int_claim(claims, "exp")
-        iat = _int_claim(claims, "iat")
-        # RFC 7519 §4.1.4: the current time MUST be before exp.
-        if now >= exp + self._leeway:
-            raise TokenExpired("token has expired")
-        if iat > now + self._leeway:
-            raise InvalidToken("'iat' is in the future", code="invalid_iat")
-        # RFC 7519 §4.1.5: not accepted before nbf.
-        if "nbf" in claims and now + self._leeway < _int_claim(claims, "nbf"):
-            raise InvalidToken("token is not yet valid", code="not_yet_valid")
+        # RFC 7519 §4.1.4-4.1.6 through the shared checker; Writ issues whole seconds
+        checks = TimeClaims(self._clock(), self._leeway, require_iat=True, integer_dates=True)
+        try:
+            checks.check(claims)
+        except JoseRefused as err:
+            if err.code == "expired":
+                raise TokenExpired("token has expired") from err
+            raise InvalidToken(str(err), code=_TIME_CODES.get(err.code, "invalid_claim")) from err
 
     def _check_audience(self, claims: dict[str, Any]) -> None:
         aud = claims.get("aud")

@@ -45,6 +45,24 @@ def forge(
     return jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
 
 
+def forge_raw(header: bytes, payload: bytes, key: ECKey) -> str:
+    """ES256 over exactly these header and payload bytes: any encoding, duplicate members,
+    numbers no JSON encoder writes."""
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    der = key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+def raw_json(template: str, values: dict[str, Any], encoding: str = "utf-8") -> bytes:
+    """``template`` with ``$NAME`` replaced by the JSON of ``values[NAME]``, encoded."""
+    for name, value in values.items():
+        template = template.replace(f"${name}", json.dumps(value))
+    if encoding == "utf-8-bom":
+        return b"\xef\xbb\xbf" + template.encode()
+    return template.encode(encoding)
+
+
 def svid_claims(
     spiffe_id: str, audience: Any, *, now: float | None = None, ttl_s: int = 300
 ) -> dict[str, Any]:
@@ -63,6 +81,9 @@ def mutated_svid(
         claims["exp"] = int(now) + spec["exp_offset"]
     if "iat_offset" in spec:
         claims["iat"] = int(now) + spec["iat_offset"]
+    if "extra_aud" in spec or "extra_aud_first" in spec:
+        claims["aud"] = [*spec.get("extra_aud_first", []), claims["aud"],
+                         *spec.get("extra_aud", [])]
     for name in spec.get("drop", []):
         claims.pop(name, None)
     claims.update(spec.get("claims", {}))
@@ -77,6 +98,16 @@ def mutated_svid(
     key: Any = td._key  # the dev trust domain's key
     if spec.get("foreign_key"):
         key = ECKey.generate_key("P-256", private=True)
+    if "header_json" in spec or "payload_json" in spec:
+        # raw JSON text, signed as is: $SUB, $AUD, $IAT, $EXP, $KID take the valid values
+        values = {"SUB": claims.get("sub"), "AUD": claims.get("aud"), "IAT": claims.get("iat"),
+                  "EXP": claims.get("exp"), "KID": header.get("kid")}
+        raw_header = raw_json(spec["header_json"], values, spec.get("header_encoding", "utf-8")) \
+            if "header_json" in spec else json.dumps(header).encode()
+        raw_payload = raw_json(spec["payload_json"], values,
+                               spec.get("payload_encoding", "utf-8")) \
+            if "payload_json" in spec else json.dumps(claims).encode()
+        return forge_raw(raw_header, raw_payload, key)
     token = forge(header, claims, key=key)
     if spec.get("tamper"):
         head, _, sig = token.split(".")

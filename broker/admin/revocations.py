@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from broker.admin.auth import AdminApiError, forbidden, require_scope
+from broker.admin.params import SpiffeIdPath, SpiffeIdQuery
 from broker.admin.routes import AdminRoute, commit_or_conflict, record_change
 from broker.admin.tokens import AdminScope, AdminToken
 from broker.audit.query import AuditFilter, AuditPage, query_audit
@@ -136,7 +137,7 @@ def revocation_router(broker: Broker, service: RevocationService) -> APIRouter:
             return list_resource_servers(session, offset=offset, limit=limit)
 
     @router.get("/resource-servers/{client_id:path}", response_model=ResourceServerPublic)
-    def show_rs(client_id: str, principal: RsRead) -> ResourceServerPublic:
+    def show_rs(client_id: SpiffeIdPath, principal: RsRead) -> ResourceServerPublic:
         with Session(broker.engine) as session:
             rs = fetch_resource_server(session, client_id)
         if rs is None:
@@ -144,7 +145,7 @@ def revocation_router(broker: Broker, service: RevocationService) -> APIRouter:
         return rs
 
     @router.patch("/resource-servers/{client_id:path}", response_model=ResourceServerPublic)
-    def update_rs(client_id: str, body: ResourceServerUpdate,
+    def update_rs(client_id: SpiffeIdPath, body: ResourceServerUpdate,
                   principal: RsWrite) -> ResourceServerPublic:
         unbound(principal, "change resource servers")
         with Session(broker.engine) as session:
@@ -165,17 +166,17 @@ def revocation_router(broker: Broker, service: RevocationService) -> APIRouter:
 
     @router.post("/resource-servers/{client_id:path}/suspend",
                  response_model=ResourceServerPublic)
-    def suspend_rs(client_id: str, principal: RsWrite) -> ResourceServerPublic:
+    def suspend_rs(client_id: SpiffeIdPath, principal: RsWrite) -> ResourceServerPublic:
         return set_status(client_id, Status.suspended, principal, "resource_server.suspended")
 
     @router.post("/resource-servers/{client_id:path}/resume",
                  response_model=ResourceServerPublic)
-    def resume_rs(client_id: str, principal: RsWrite) -> ResourceServerPublic:
+    def resume_rs(client_id: SpiffeIdPath, principal: RsWrite) -> ResourceServerPublic:
         return set_status(client_id, Status.active, principal, "resource_server.resumed")
 
     @router.delete("/resource-servers/{client_id:path}", status_code=204,
                    response_class=Response)
-    def delete_rs(client_id: str, principal: RsWrite) -> Response:
+    def delete_rs(client_id: SpiffeIdPath, principal: RsWrite) -> Response:
         unbound(principal, "change resource servers")
         with Session(broker.engine) as session:
             delete_resource_server(session, client_id)
@@ -188,8 +189,8 @@ def revocation_router(broker: Broker, service: RevocationService) -> APIRouter:
     Text = Annotated[str | None, Query(max_length=2048)]
 
     @router.get("/audit", response_model=AuditPage)
-    def audit(principal: AuditRead, agent: Text = None, subject: Text = None,
-              gateway: Text = None, tool: Text = None,
+    def audit(principal: AuditRead, agent: SpiffeIdQuery = None, subject: Text = None,
+              gateway: SpiffeIdQuery = None, tool: Text = None,
               txn: Annotated[str | None, Query(max_length=64)] = None,
               jti: Annotated[str | None, Query(max_length=64)] = None,
               kind: Annotated[str | None, Query(max_length=32)] = None,

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from broker.admin.auth import AdminApiError, forbidden, require_scope
+from broker.admin.params import SpiffeIdPath, TrustDomainPath
 from broker.admin.tokens import (
     AdminScope,
     AdminToken,
@@ -353,16 +354,16 @@ def admin_router(broker: Broker) -> APIRouter:
         with Session(broker.engine) as session:
             return [live(td) for td in store.list_trust_domains(session)]
 
-    @router.get("/trust-domains/{name}", response_model=TrustDomainPublic)
-    def show_trust_domain(name: str, principal: TdRead) -> TrustDomainPublic:
+    @router.get("/trust-domains/{name:path}", response_model=TrustDomainPublic)
+    def show_trust_domain(name: TrustDomainPath, principal: TdRead) -> TrustDomainPublic:
         with Session(broker.engine) as session:
             td = store.fetch_trust_domain(session, name)
         if td is None:
             raise NotFound(f"no trust domain {name}")
         return live(td)
 
-    @router.patch("/trust-domains/{name}", response_model=TrustDomainPublic)
-    def update_trust_domain(name: str, body: TrustDomainUpdate,
+    @router.patch("/trust-domains/{name:path}", response_model=TrustDomainPublic)
+    def update_trust_domain(name: TrustDomainPath, body: TrustDomainUpdate,
                             principal: TdWrite) -> TrustDomainPublic:
         _no_nulls(body, "source", "bundle")
         with Session(broker.engine) as session:
@@ -393,8 +394,8 @@ def admin_router(broker: Broker) -> APIRouter:
         changed(principal, "trust_domain.updated", trust_domain=name, changed=sorted(fields))
         return live(td)
 
-    @router.delete("/trust-domains/{name}", status_code=204, response_class=Response)
-    def delete_trust_domain(name: str, principal: TdWrite) -> Response:
+    @router.delete("/trust-domains/{name:path}", status_code=204, response_class=Response)
+    def delete_trust_domain(name: TrustDomainPath, principal: TdWrite) -> Response:
         with Session(broker.engine) as session:
             store.delete_trust_domain(session, name)
             commit_or_conflict(session)
@@ -423,7 +424,7 @@ def admin_router(broker: Broker) -> APIRouter:
                                 _bound(principal), offset, limit)
 
     @router.get("/agents/{spiffe_id:path}", response_model=AgentPublic)
-    def show_agent(spiffe_id: str, principal: AgentsRead) -> AgentPublic:
+    def show_agent(spiffe_id: SpiffeIdPath, principal: AgentsRead) -> AgentPublic:
         _check_agent_bounds(principal, spiffe_id)
         with Session(broker.engine) as session:
             agent = store.fetch_agent(session, spiffe_id)
@@ -432,7 +433,8 @@ def admin_router(broker: Broker) -> APIRouter:
         return agent
 
     @router.patch("/agents/{spiffe_id:path}", response_model=AgentPublic)
-    def update_agent(spiffe_id: str, body: AgentUpdateBody, principal: AgentsWrite) -> AgentPublic:
+    def update_agent(spiffe_id: SpiffeIdPath, body: AgentUpdateBody,
+                     principal: AgentsWrite) -> AgentPublic:
         _check_agent_bounds(principal, spiffe_id)
         _no_nulls(body, "owner", "description", "charter")
         with Session(broker.engine) as session:
@@ -453,15 +455,15 @@ def admin_router(broker: Broker) -> APIRouter:
         return agent
 
     @router.post("/agents/{spiffe_id:path}/suspend", response_model=AgentPublic)
-    def suspend_agent(spiffe_id: str, principal: AgentsWrite) -> AgentPublic:
+    def suspend_agent(spiffe_id: SpiffeIdPath, principal: AgentsWrite) -> AgentPublic:
         return set_agent_status(spiffe_id, Status.suspended, principal, "agent.suspended")
 
     @router.post("/agents/{spiffe_id:path}/resume", response_model=AgentPublic)
-    def resume_agent(spiffe_id: str, principal: AgentsWrite) -> AgentPublic:
+    def resume_agent(spiffe_id: SpiffeIdPath, principal: AgentsWrite) -> AgentPublic:
         return set_agent_status(spiffe_id, Status.active, principal, "agent.resumed")
 
     @router.delete("/agents/{spiffe_id:path}", status_code=204, response_class=Response)
-    def delete_agent(spiffe_id: str, principal: AgentsWrite) -> Response:
+    def delete_agent(spiffe_id: SpiffeIdPath, principal: AgentsWrite) -> Response:
         _check_agent_bounds(principal, spiffe_id)
         with Session(broker.engine) as session:
             store.delete_agent(session, spiffe_id)
@@ -495,12 +497,12 @@ def admin_router(broker: Broker) -> APIRouter:
             return store.list_gateways(session, offset=offset, limit=limit)
 
     @router.get("/gateways/{client_id:path}", response_model=GatewayPublic)
-    def show_gateway(client_id: str, principal: GatewaysRead) -> GatewayPublic:
+    def show_gateway(client_id: SpiffeIdPath, principal: GatewaysRead) -> GatewayPublic:
         with Session(broker.engine) as session:
             return existing_gateway(session, client_id)
 
     @router.patch("/gateways/{client_id:path}", response_model=GatewayPublic)
-    def update_gateway(client_id: str, body: GatewayUpdateBody,
+    def update_gateway(client_id: SpiffeIdPath, body: GatewayUpdateBody,
                        principal: GatewaysWrite) -> GatewayPublic:
         _no_nulls(body, "description", "agent_namespaces", "token_types")
         check_public_jwks(body.jwks)
@@ -525,15 +527,15 @@ def admin_router(broker: Broker) -> APIRouter:
         return gateway
 
     @router.post("/gateways/{client_id:path}/suspend", response_model=GatewayPublic)
-    def suspend_gateway(client_id: str, principal: GatewaysWrite) -> GatewayPublic:
+    def suspend_gateway(client_id: SpiffeIdPath, principal: GatewaysWrite) -> GatewayPublic:
         return set_gateway_status(client_id, Status.suspended, principal, "gateway.suspended")
 
     @router.post("/gateways/{client_id:path}/resume", response_model=GatewayPublic)
-    def resume_gateway(client_id: str, principal: GatewaysWrite) -> GatewayPublic:
+    def resume_gateway(client_id: SpiffeIdPath, principal: GatewaysWrite) -> GatewayPublic:
         return set_gateway_status(client_id, Status.active, principal, "gateway.resumed")
 
     @router.delete("/gateways/{client_id:path}", status_code=204, response_class=Response)
-    def delete_gateway(client_id: str, principal: GatewaysWrite) -> Response:
+    def delete_gateway(client_id: SpiffeIdPath, principal: GatewaysWrite) -> Response:
         with Session(broker.engine) as session:
             _check_gateway_bounds(principal, existing_gateway(session, client_id).agent_namespaces)
             store.delete_gateway(session, client_id)

@@ -17,6 +17,7 @@ from joserfc.errors import JoseError
 
 from broker.auth.svid import SvidError, SvidValidator, b64json, token_fingerprint
 from broker.errors import InvalidClient, InvalidRequest
+from jwks.jose import JoseRefused, TimeClaims, audience_values
 from jwks.keys import SVID_ALGORITHMS
 from registry.models import GatewayAuthMethod, Status
 from registry.snapshot import GatewayView, RegistrySnapshot
@@ -110,6 +111,7 @@ class PrivateKeyJwtAuth:
         if len(parts) != 3:
             raise InvalidClient("client authentication failed", reason="client_assertion_malformed")
         try:
+            # jwks.jose: strict UTF-8 JSON, no duplicate members (RFC 8725 §3.7, RFC 7515 §4)
             header = b64json(parts[0], "header")
             claims = b64json(parts[1], "payload")
         except SvidError as err:
@@ -138,13 +140,18 @@ class PrivateKeyJwtAuth:
                 "client authentication failed", reason="client_assertion_bad_signature"
             ) from err
         now = self._clock()
-        exp, jti, aud = claims.get("exp"), claims.get("jti"), claims.get("aud")
-        if not isinstance(exp, int | float) or isinstance(exp, bool) or now >= exp + self._leeway:
-            raise InvalidClient("client authentication failed", reason="client_assertion_expired")
+        jti, aud = claims.get("jti"), claims.get("aud")
+        try:
+            exp = TimeClaims(now, self._leeway).check(claims).exp
+        except JoseRefused as err:
+            # RFC 7523 §3 item 4: exp is required; a missing, malformed or past one is expired
+            reason = "expired" if err.code.endswith("_exp") else err.code
+            raise InvalidClient(
+                "client authentication failed", reason=f"client_assertion_{reason}"
+            ) from err
         if exp - now > self._max_lifetime:
             raise InvalidClient("client authentication failed", reason="client_assertion_too_long")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not self._audiences.intersection(a for a in auds if isinstance(a, str)):
+        if not self._audiences.intersection(audience_values(aud) or ()):
             raise InvalidClient("client authentication failed", reason="client_assertion_wrong_aud")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise InvalidClient("client authentication failed", reason="client_assertion_no_jti")

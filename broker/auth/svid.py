@@ -6,11 +6,8 @@ trust bundle clears the cache (DESIGN §6), so a removed key stops working at on
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import itertools
-import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -19,8 +16,10 @@ from typing import Any, Protocol
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from jwks.errors import InvalidSpiffeId
+from jwks.jose import JoseRefused, TimeClaims, audience_values, json_object, split_compact
 from jwks.keys import SVID_ALGORITHMS, AnyKey
-from jwks.patterns import InvalidPattern, parse_spiffe_id
+from jwks.spiffe_id import parse_spiffe_id
 
 _ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})  # JWT-SVID §2
 _ALLOWED_TYP = frozenset({"JWT", "JOSE"})  # JWT-SVID §2.3
@@ -57,28 +56,18 @@ def token_fingerprint(token: str | bytes) -> str:
 
 
 def b64json(part: str, what: str) -> dict[str, Any]:
+    """One strict JSON object from a base64url segment (``jwks.jose``), as ``SvidError``."""
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as err:
-        raise SvidError("malformed", f"{what} is not base64url JSON") from err
-    if not isinstance(value, dict):
-        raise SvidError("malformed", f"{what} is not a JSON object")
-    return value
-
-
-def _numeric(claims: dict[str, Any], name: str, *, required: bool) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        if required:
-            raise SvidError(f"missing_{name}", f"'{name}' claim is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SvidError(f"invalid_{name}", f"'{name}' must be a NumericDate")
-    return float(value)
+        return json_object(part, what)
+    except JoseRefused as err:
+        raise SvidError(err.code, str(err)) from err
 
 
 class SvidValidator:
+    """``max_lifetime_s`` bounds ``exp - iat`` (``exp - now`` without ``iat``);
+    ``max_audiences`` is how many audiences an SVID presented to Writ may name (JWT-SVID
+    §7.2: 1, Writ alone, by default)."""
+
     def __init__(
         self,
         bundles: BundleSource,
@@ -86,10 +75,14 @@ class SvidValidator:
         leeway_s: int = 30,
         cache_size: int = 10_000,
         max_token_bytes: int = 8192,
+        max_lifetime_s: int = 3600,
+        max_audiences: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._bundles = bundles
         self._leeway = leeway_s
+        self._max_lifetime = max_lifetime_s
+        self._max_audiences = max_audiences
         self._cache_size = cache_size
         self._max = max_token_bytes
         self._clock = clock
@@ -131,9 +124,10 @@ class SvidValidator:
             del self._cache[k]
 
     def _validate(self, token: str, audiences: Collection[str], now: float) -> ValidatedSvid:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise SvidError("malformed", "not a compact JWS")
+        try:
+            parts = split_compact(token)
+        except JoseRefused as err:
+            raise SvidError("malformed", "not a compact JWS") from err
         header = b64json(parts[0], "header")
         if not _ALLOWED_HEADERS.issuperset(header):
             raise SvidError("bad_header", "only alg, kid and typ headers are allowed")
@@ -151,11 +145,11 @@ class SvidValidator:
             raise SvidError("missing_sub", "'sub' claim is required")
         try:
             sid = parse_spiffe_id(sub)
-        except InvalidPattern as err:
+        except InvalidSpiffeId as err:
             raise SvidError("bad_sub", "'sub' is not a well-formed SPIFFE ID") from err
         if not sid.path:
             raise SvidError("bad_sub", "'sub' must name a workload, not a trust domain")
-        td = sid.trust_domain.name
+        td = sid.trust_domain
         keys = self._bundles.keys_for(td)
         if keys is None:
             raise SvidError("unknown_trust_domain", "no trust bundle for the SVID's trust domain")
@@ -168,31 +162,26 @@ class SvidValidator:
             raise SvidError("bad_signature", "signature verification failed") from err
         except ValueError as err:  # key type does not fit alg
             raise SvidError("bad_signature", "signature verification failed") from err
-        exp = _numeric(claims, "exp", required=True)
-        assert exp is not None
-        if now >= exp + self._leeway:
-            raise SvidError("expired", "the SVID has expired")
-        iat = _numeric(claims, "iat", required=False)
-        if iat is not None and iat > now + self._leeway:
-            raise SvidError("iat_in_future", "the SVID was issued in the future")
-        nbf = _numeric(claims, "nbf", required=False)
-        if nbf is not None and nbf > now + self._leeway:
-            raise SvidError("not_yet_valid", "the SVID is not yet valid")
-        aud = claims.get("aud")
-        aud_list = [aud] if isinstance(aud, str) else aud
-        if (
-            not isinstance(aud_list, list)
-            or not aud_list
-            or not all(isinstance(a, str) for a in aud_list)
-        ):
+        try:
+            # finite NumericDates in range; lifetime bounded as SPIRE bounds its own SVIDs
+            times = TimeClaims(
+                now, self._leeway, max_lifetime_s=self._max_lifetime
+            ).check(claims)
+        except JoseRefused as err:
+            raise SvidError(err.code, str(err)) from err
+        aud_list = audience_values(claims.get("aud"))
+        if aud_list is None:
             raise SvidError("missing_aud", "'aud' claim is required")
         if not set(aud_list).intersection(audiences):
             raise SvidError("wrong_aud", "the SVID's audience does not name this service")
+        # JWT-SVID §7.2: an SVID naming other audiences too can be replayed by any of them
+        if len(set(aud_list)) > self._max_audiences:
+            raise SvidError("too_many_audiences", "the SVID names audiences besides this one")
         return ValidatedSvid(
             spiffe_id=sub,
             trust_domain=td,
-            audience=tuple(aud_list),
-            expires_at=exp,
-            issued_at=iat,
+            audience=aud_list,
+            expires_at=float(times.exp),
+            issued_at=None if times.iat is None else float(times.iat),
             fingerprint=token_fingerprint(token),
         )

@@ -21,9 +21,9 @@ import httpx
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from broker.auth.svid import SvidError, b64json
 from jwks.client import DEFAULT_TIMEOUT_S, JwksClient
 from jwks.errors import JwksFetchError, UnknownKeyId
+from jwks.jose import JoseRefused, TimeClaims, audience_values, json_object, split_compact
 from jwks.keys import AnyKey
 from registry.charter import SCOPE_TOKEN
 from registry.issuers import IssuerDiscovery, IssuerView
@@ -62,15 +62,6 @@ class UserToken:
     may_act: Mapping[str, Any] | None
     expires_at: float
     fingerprint: str
-
-
-def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UserTokenError(f"invalid_{name}", f"'{name}' must be a NumericDate")
-    return float(value)
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str] | None:
@@ -228,13 +219,12 @@ class UserTokenValidator:
     def _validate(
         self, token: str, issuers: Mapping[str, IssuerView], now: float, fingerprint: str
     ) -> UserToken:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise UserTokenError("malformed", "not a compact JWS")
         try:
-            header = b64json(parts[0], "header")
-            claims = b64json(parts[1], "payload")
-        except SvidError as err:
+            # jwks.jose: strict UTF-8 JSON, no duplicate members (RFC 8725 §3.7, RFC 7515 §4)
+            parts = split_compact(token)
+            header = json_object(parts[0], "header")
+            claims = json_object(parts[1], "payload")
+        except JoseRefused as err:
             raise UserTokenError("malformed", str(err)) from err
         if _KEY_CARRYING_HEADERS.intersection(header):
             raise UserTokenError("bad_header", "the token names its own keys")
@@ -256,26 +246,18 @@ class UserTokenValidator:
             jws.deserialize_compact(token, key, algorithms=[alg])
         except (JoseError, ValueError) as err:
             raise UserTokenError("bad_signature", "signature verification failed") from err
-        exp = _numeric(claims, "exp")
-        if exp is None:
-            raise UserTokenError("missing_exp", "'exp' claim is required")
-        if now >= exp + self._leeway:
-            raise UserTokenError("expired", "the token has expired")
-        iat = _numeric(claims, "iat")
-        if iat is not None and iat > now + self._leeway:
-            raise UserTokenError("iat_in_future", "the token was issued in the future")
-        nbf = _numeric(claims, "nbf")
-        if nbf is not None and nbf > now + self._leeway:
-            raise UserTokenError("not_yet_valid", "the token is not yet valid")
-        aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        try:
+            times = TimeClaims(now, self._leeway).check(claims)
+        except JoseRefused as err:
+            raise UserTokenError(err.code, str(err)) from err
+        exp = float(times.exp)
         # RFC 9068 §4: the audience must be one this issuer's tokens are accepted for
-        if not view.audiences.intersection(a for a in auds if isinstance(a, str)):
+        if not view.audiences.intersection(audience_values(claims.get("aud")) or ()):
             raise UserTokenError("wrong_aud", "the token's audience is not accepted")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_CHARS:
             raise UserTokenError("missing_sub", "'sub' claim is required")
-        if sub.startswith("spiffe://"):
+        if sub[:9].lower() == "spiffe://":  # SPIFFE-ID §2.4: the scheme is case-insensitive
             # a user principal never reads as a workload principal (docs/delegation.md)
             raise UserTokenError("spiffe_sub", "a user's 'sub' cannot be a SPIFFE ID")
         may_act = claims.get("may_act")

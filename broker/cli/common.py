@@ -25,7 +25,8 @@ from broker.db import make_engine, upgrade
 from broker.settings import Settings
 from broker.signing.envelope import load_or_create_kek
 from broker.signing.keyring import KeyRing
-from jwks.errors import JwksError
+from jwks.errors import InvalidSpiffeId, JwksError
+from jwks.spiffe_id import parse_spiffe_id
 from registry.charter import Charter
 from registry.errors import NotFound, RegistryError
 from registry.models import (
@@ -38,8 +39,26 @@ T = TypeVar("T")
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Writ's data directory.",
                                        envvar="WRIT_DATA_DIR")]
-SpiffeIdArg = Annotated[str, typer.Argument(help="The agent's SPIFFE ID.")]
-ClientIdArg = Annotated[str, typer.Argument(help="The gateway's client id (its SPIFFE ID).")]
+
+
+def canonical_spiffe_id(value: str) -> str:
+    """A SPIFFE ID argument in canonical form (``jwks.spiffe_id``), else a usage error:
+    one identity, one spelling, in the CLI as in the admin API."""
+    try:
+        parse_spiffe_id(value)
+    except InvalidSpiffeId as err:
+        raise typer.BadParameter(str(err)) from err
+    return value
+
+
+def canonical_spiffe_id_or_none(value: str | None) -> str | None:
+    return None if value is None else canonical_spiffe_id(value)
+
+
+SpiffeIdArg = Annotated[str, typer.Argument(help="The agent's SPIFFE ID.",
+                                            callback=canonical_spiffe_id)]
+ClientIdArg = Annotated[str, typer.Argument(help="The gateway's client id (its SPIFFE ID).",
+                                            callback=canonical_spiffe_id)]
 DEFAULT_DATA_DIR = Path("writ-data")
 Offset = Annotated[int, typer.Option(min=0, help="Rows to skip.")]
 Limit = Annotated[int, typer.Option(min=1, max=500, help="Most rows to print.")]

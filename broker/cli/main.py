@@ -141,7 +141,9 @@ def dev_svid(
     spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="SPIFFE ID of the workload.")],
     audience: Annotated[list[str], typer.Option("--audience", help="Audience (repeatable).")],
     data_dir: DataDir = Path("writ-data"),
-    ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.", min=1, max=86400)] = 300,
+    ttl: Annotated[int, typer.Option(
+        "--ttl", help="Lifetime in seconds (Writ accepts at most WRIT_SVID_MAX_LIFETIME_S).",
+        min=1, max=86400)] = 300,
 ) -> None:
     """Print one JWT-SVID minted by the local dev trust domain."""
     from jwks.patterns import InvalidPattern, parse_spiffe_id
@@ -151,7 +153,7 @@ def dev_svid(
         sid = parse_spiffe_id(spiffe_id)
     except InvalidPattern as err:
         raise fail(str(err)) from err
-    if sid.trust_domain.name != td.name:
+    if sid.trust_domain != td.name:
         raise fail(f"the dev trust domain is {td.name}; it cannot mint for {spiffe_id}")
     typer.echo(td.mint_svid(spiffe_id, audience if len(audience) > 1 else audience[0], ttl_s=ttl))
 

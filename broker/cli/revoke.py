@@ -32,6 +32,8 @@ from broker.cli.common import (
     JwksFile,
     Limit,
     Offset,
+    canonical_spiffe_id,
+    canonical_spiffe_id_or_none,
     note,
     one_line_errors,
     open_local,
@@ -60,7 +62,8 @@ resource_servers_app = typer.Typer(
 
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept in the audit record).")]
 Value = Annotated[str, typer.Argument(help="What to revoke.")]
-ClientId = Annotated[str, typer.Argument(help="The resource server's SPIFFE ID.")]
+ClientId = Annotated[str, typer.Argument(help="The resource server's SPIFFE ID.",
+                                         callback=canonical_spiffe_id)]
 
 
 def register(app: typer.Typer, audit_app: typer.Typer) -> None:
@@ -208,9 +211,11 @@ def resource_servers_remove(client_id: ClientId, data_dir: DataDir = DEFAULT_DAT
 
 
 def audit_query(
-    agent: Annotated[str | None, typer.Option("--agent")] = None,
+    agent: Annotated[str | None, typer.Option(
+        "--agent", callback=canonical_spiffe_id_or_none)] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="User (token sub).")] = None,
-    gateway: Annotated[str | None, typer.Option("--gateway")] = None,
+    gateway: Annotated[str | None, typer.Option(
+        "--gateway", callback=canonical_spiffe_id_or_none)] = None,
     tool: Annotated[str | None, typer.Option("--tool")] = None,
     txn: Annotated[str | None, typer.Option("--txn")] = None,
     jti: Annotated[str | None, typer.Option("--jti")] = None,

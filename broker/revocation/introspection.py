@@ -18,8 +18,9 @@ from joserfc.errors import JoseError
 from broker.auth.svid import SvidError, b64json, token_fingerprint
 from broker.revocation.revoked import RevocationSet
 from jwks.claims import AT_JWT_TYP, TXN_TOKEN_TYP, TxnTokenClaims
-from jwks.client import StaticKeys, loads_strict
+from jwks.client import StaticKeys
 from jwks.errors import InvalidToken, UnknownKeyId
+from jwks.jose import loads_strict_json
 from jwks.keys import TOKEN_ALGORITHMS
 from registry.models import Status
 from registry.snapshot import RegistrySnapshot
@@ -106,8 +107,8 @@ class TokenInspector:
         except (JoseError, ValueError) as err:
             raise InvalidToken("signature does not verify", code="bad_signature") from err
         try:
-            payload = loads_strict(signed.payload)
-        except (ValueError, RecursionError) as err:
+            payload = loads_strict_json(signed.payload)
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:
             raise InvalidToken("payload is not JSON", code="malformed") from err
         claims = TxnTokenClaims.from_claims(payload)
         if claims.issuer != self._issuer:

@@ -20,7 +20,8 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 from spiffe import JwtBundle, TrustDomain
 from spiffe.errors import PySpiffeError
 
-from jwks.errors import JwksError
+from jwks import spiffe_id
+from jwks.errors import InvalidSpiffeId, JwksError
 from jwks.keys import SVID_ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -71,16 +72,18 @@ class TrustBundle:
 
 
 def parse_trust_domain(name: str) -> str:
-    """Return ``name`` if it is a trust domain name in canonical form (SPIFFE-ID §2.1)."""
+    """Return ``name`` if it is a trust domain name in canonical form (SPIFFE-ID §2.1),
+    checked by the one SPIFFE ID parser (``jwks.spiffe_id``)."""
     if not isinstance(name, str) or not 0 < len(name) <= 255:
         raise BundleError("trust domain name must be a string of 1 to 255 characters")
     try:
-        canonical = TrustDomain(name).name
-    except (PySpiffeError, ValueError) as err:
+        return spiffe_id.parse_trust_domain(name)
+    except InvalidSpiffeId as err:
+        bare = name.lower().removeprefix("spiffe://")
+        if bare != name and spiffe_id.is_spiffe_id(f"spiffe://{bare}"):
+            # the name, repr'd: a canonical spelling exists and the operator should see it
+            raise BundleError(f"trust domain must be a bare lowercase name, not {name!r}") from err
         raise BundleError(f"malformed trust domain name: {err}") from err
-    if canonical != name:
-        raise BundleError(f"trust domain must be a bare lowercase name, not {name!r}")
-    return name
 
 
 def parse_bundle(

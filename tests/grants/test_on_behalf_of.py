@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+from joserfc.jwk import ECKey
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -18,7 +19,7 @@ from jwks import AT_JWT_TYP, StaticKeys, TxnTokenVerifier
 from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_TXN_TOKEN
 from registry.issuers import delete_issuer
 from tests.conftest import ISSUER, FrozenClock
-from tests.forge import forge
+from tests.forge import forge, forge_raw, mutated_svid, raw_json
 from tests.idp import TestIssuer
 from tests.world import (
     IDP,
@@ -198,6 +199,15 @@ def _user_token(idp: TestIssuer, spec: dict[str, Any], now: float) -> str:
     kwargs.update(spec.get("claims", {}))
     if "iat_offset" in spec:
         kwargs["iat"] = int(now) + spec["iat_offset"]
+    if "payload_json" in spec:  # raw JSON text: $VALID holds the valid members
+        valid = idp.claims(spec.get("sub", "alice"), now=now, **kwargs)
+        for name in spec.get("drop", ()):
+            valid.pop(name, None)
+        header = json.dumps({"alg": "ES256", "kid": idp.kid, "typ": "at+jwt"}).encode()
+        payload = raw_json(spec["payload_json"].replace("$VALID", json.dumps(valid)[1:-1]), {},
+                           spec.get("payload_encoding", "utf-8"))
+        assert isinstance(idp.key, ECKey)
+        return forge_raw(header, payload, idp.key)
     if "alg" in spec:  # hostile algorithms, forged outside joserfc
         claims = idp.claims(spec.get("sub", "alice"), now=now, **kwargs)
         return forge({"alg": spec["alg"], "kid": idp.kid, "typ": "at+jwt"}, claims,
@@ -222,9 +232,11 @@ def test_refusals(vector: dict[str, Any], world: World, clock: FrozenClock,
     user = _user_token(world.idp, vector.get("user", {}), now)
     params = world.req.on_behalf_of(user, vector.get("agent", PLANNER), now,
                                     **vector.get("params", {}))
-    if "actor" in vector:
+    if "actor" in vector and set(vector["actor"]) <= {"sub", "aud"}:
         params["actor_token"] = seeded.mint_svid(vector["actor"]["sub"],
                                                  vector["actor"].get("aud", ISSUER), now=now)
+    elif "actor" in vector:  # a hostile JWT-SVID (tests/forge.py)
+        params["actor_token"] = mutated_svid(seeded, PLANNER, ISSUER, now, vector["actor"])
     for name in vector.get("drop_params", []):
         params.pop(name, None)
     r = world.post(params)

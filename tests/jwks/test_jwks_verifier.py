@@ -78,12 +78,10 @@ def build(vector: dict[str, Any]) -> str:
     header = {k: expand(v) if isinstance(v, str) else v for k, v in header.items()}
     claims = patched(REFUSALS["valid_claims"], vector.get("claims"))
     claims = {k: pad(v) for k, v in claims.items()}
-    h = b64(expand(vector["header_raw"]).encode()) if "header_raw" in vector else b64(
-        json.dumps(header).encode()
-    )
-    p = b64(vector["payload_raw"].encode()) if "payload_raw" in vector else b64(
-        json.dumps(claims).encode()
-    )
+    h = b64(expand(vector["header_raw"]).encode(vector.get("header_encoding", "utf-8"))) \
+        if "header_raw" in vector else b64(json.dumps(header).encode())
+    p = b64(vector["payload_raw"].encode(vector.get("payload_encoding", "utf-8"))) \
+        if "payload_raw" in vector else b64(json.dumps(claims).encode())
     signing_input = f"{h}.{p}".encode()
     how = vector.get("sign", "key")
     if how == "none":
