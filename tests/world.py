@@ -215,8 +215,8 @@ def open_world(settings: Settings, engine: Engine, td: DevTrustDomain, clock: An
         build_world(session, idp, clock())
     app = create_app(settings, engine=engine, clock=clock)
     broker = app.state.broker
-    broker.auth.user_tokens.prefetch = False
-    broker.auth.user_tokens.use_http(httpx.Client(transport=idp.transport()))
+    broker.user_tokens.prefetch = False
+    broker.user_tokens.use_http(httpx.Client(transport=idp.transport()))
     with TestClient(app, base_url=ISSUER) as client:
         yield World(client, broker, Requests(td, ISSUER), idp, clock, engine)
 
