@@ -39,6 +39,8 @@ GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 TD = "dev.writ.local"
 IDP = "https://idp.test"
+#: alice of the test issuer as Writ names her: unique in the trust domain
+ALICE = f"{IDP}#alice"
 AGENTS = f"spiffe://{TD}/agents"
 PLANNER = f"{AGENTS}/planner"
 MAILER = f"{AGENTS}/mailer"

@@ -21,8 +21,9 @@ from joserfc import jws
 from joserfc.errors import JoseError
 
 from broker.auth.svid import SvidError, b64json
+from jwks.claims import act_subjects
 from jwks.client import DEFAULT_TIMEOUT_S, JwksClient
-from jwks.errors import JwksFetchError, UnknownKeyId
+from jwks.errors import InvalidToken, JwksFetchError, UnknownKeyId
 from jwks.keys import AnyKey
 from registry.charter import SCOPE_TOKEN
 from registry.issuers import IssuerDiscovery, IssuerView
@@ -61,6 +62,8 @@ class UserToken:
     may_act: Mapping[str, Any] | None
     expires_at: float
     fingerprint: str
+    # the token's own RFC 8693 ``act`` (an earlier delegation), None when absent
+    act: Mapping[str, Any] | None = None
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
@@ -264,6 +267,12 @@ class UserTokenValidator:
             isinstance(may_act, dict) and isinstance(may_act.get("sub"), str)
         ):
             raise UserTokenError("bad_may_act", "'may_act' must be an object with 'sub'")
+        act = claims.get("act")
+        try:
+            # RFC 8693 §4.1; agents-02 §3.7.1 copies it into the Txn-Token unmodified
+            act_subjects(act)
+        except InvalidToken as err:
+            raise UserTokenError("bad_act", "'act' must nest objects naming a 'sub'") from err
         return UserToken(
             issuer=view.issuer,
             subject=sub,
@@ -271,6 +280,7 @@ class UserTokenValidator:
             may_act=may_act,
             expires_at=exp,
             fingerprint=fingerprint,
+            act=act,
         )
 
     def _key(self, view: IssuerView, kid: str) -> AnyKey:

@@ -114,10 +114,13 @@ def test_issues_txn_token_exact_wire(
         "sub": DEV_AGENT,
         "scope": "demo.read",
         "req_wl": DEV_GATEWAY,
-        "act": {"sub": DEV_AGENT},
         "tctx": {"purpose": "demo assistant"},
         "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "env": "prod"},
+        # agents-02 §3.2.2, RFC 8693 §4.1: the agent acts for itself, so no act; §3.6.1:
+        # current_actor and originator name it
         "agentic_ctx": {
+            "current_actor": DEV_AGENT,
+            "originator": DEV_AGENT,
             "prov": {"manifest_hash": agent.charter_hash},
             "identity": {"workload_id": DEV_AGENT},
             "chain_metadata": {"hop_count": 1, "txn_path": [DEV_AGENT]},
