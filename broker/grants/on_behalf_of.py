@@ -30,7 +30,13 @@ from broker.claims.txn_token import (
     user_subject_id,
 )
 from broker.decision.gates import AGENT_GATES, Decision, Gate, txn_context, walk
-from broker.decision.request import RequestContext, RequestDetails, parse_json_object, parse_model
+from broker.decision.request import (
+    RequestContext,
+    RequestDetails,
+    parse_json_object,
+    parse_model,
+    values_of,
+)
 from broker.decision.rules import parse_scope
 from broker.errors import (
     AccessDenied,
@@ -50,8 +56,9 @@ from registry.tools import TokenKind
 
 def target_gate(d: Decision) -> str:
     """RFC 8693 §2.1 for an access token: ``resource`` or ``audience`` names the target,
-    here a registered tool (by its tool id) that takes access tokens from Writ."""
-    named = {v for v in (d.params.get("resource"), d.params.get("audience")) if v is not None}
+    here a registered tool (by its tool id) that takes access tokens from Writ. Either may be
+    repeated; an RFC 9068 token has one tool's audience, so they must all name that tool."""
+    named = {*values_of(d.params, "resource"), *values_of(d.params, "audience")}
     if not named:
         raise InvalidTarget("an access token needs a resource or audience naming the tool",
                             reason="target_missing")
