@@ -105,8 +105,10 @@ def check_act_agrees(claims: TxnTokenClaims) -> None:
     if path is not None and tuple(path) != actors:
         raise _bad("'txn_path' does not list the actors")
     hops = meta.get("hop_count") if isinstance(meta, Mapping) else None
-    # agents-02 §3.6.1: hop_count counts the agents, 1 at first issuance
-    if hops is not None and (isinstance(hops, bool) or hops != len(actors)):
+    # agents-02 §3.6.1: hop_count counts the agents, 1 at first issuance; checked when the
+    # token lists every actor (act_chain or txn_path)
+    listed = path is not None or has_chain
+    if hops is not None and listed and (isinstance(hops, bool) or hops != len(actors)):
         raise _bad("'hop_count' does not count the actors")
     # agents-02 §3.6.1: originator is the first actor and never changes
     if claims.originator is not None and claims.originator != actors[0]:
