@@ -341,3 +341,23 @@ def test_revocation_by_agent_reaches_tokens_without_act(world02: World,
     assert not revs.is_revoked(verify(world, clock, autonomous))
     revs.add(RevocationEntry(RevocationKind.agent, PLANNER, now, now + 4000))
     assert revs.is_revoked(verify(world, clock, autonomous))
+
+
+def test_only_the_last_requester_revokes_a_replacement(two_gateways: World) -> None:
+    from urllib.parse import urlencode
+
+    world = two_gateways
+    replacement = _through_other(world, world.obo(PLANNER), MAILER)
+
+    def revoke(gateway: str) -> Any:
+        return world.client.post("/revoke", content=urlencode({
+            "token": replacement,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
+            "client_assertion": world.req.svid(gateway, world.clock())}),
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    # RFC 7009 §2.1: the token was issued to the gateway that requested it, req_wl's last
+    r = revoke(DEV_GATEWAY)
+    assert (r.status_code, r.json()["error"]) == (400, "unauthorized_client")
+    assert revoke(OTHER_GW).status_code == 200
+    assert _introspect(world, replacement) == {"active": False}
