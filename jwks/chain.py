@@ -95,8 +95,10 @@ def check_act_agrees(claims: TxnTokenClaims) -> None:
         raise _bad("'act_chain' without 'act'")
     if _agentic(claims, "current_actor") is None:
         # tokens without agentic_ctx.current_actor: RFC 8693 §4.1 nesting only, the earlier
-        # actors inside ``act`` exactly as act_chain lists them, oldest innermost
-        if list(act) != list(reversed(claims.actors)):
+        # actors inside ``act`` exactly as act_chain lists them, oldest innermost. Without
+        # act_chain (an RFC 9068 access token) what nests below act.sub is the user's own
+        # act (agents-02 §3.7.1), which names no actor of this transaction.
+        if has_chain and list(act) != list(reversed(claims.actors)):
             raise _bad("nested 'act' and 'act_chain' disagree")
         return
     actors = claims.actors

@@ -182,6 +182,13 @@ def test_user_act_copied_into_an_access_token(world: World, clock: FrozenClock) 
         user, PLANNER, now, requested_token_type=TOKEN_TYPE_ACCESS_TOKEN, resource=MAIL_TOOL,
         scope="mail.send", request_details={"action": "send"}))
     assert decode(token)[1]["act"] == {"sub": PLANNER, "act": UPSTREAM}
+    from jwks import AT_JWT_TYP
+    from tests.world import MAIL_AUDIENCE
+
+    verified = TxnTokenVerifier(StaticKeys(world.jwks()), issuer=ISSUER,
+                                audience=MAIL_AUDIENCE, typ=AT_JWT_TYP,
+                                clock=clock).verify(token)
+    assert (verified.subject, verified.actor, verified.actors) == (ALICE, PLANNER, (PLANNER,))
 
 
 @pytest.mark.parametrize("act", [
