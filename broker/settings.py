@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.claims.txn_token import TokenProfile
 from broker.signing.settings import KeyRingSettings
 from broker.tools.settings import ToolSettings
 
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     readiness_db_timeout_s: float = Field(default=1.0, gt=0.0, le=10.0)
     # docs/delegation.md: actors in one transaction, the current one included
     max_delegation_hops: int = Field(default=5, ge=1, le=32)
+    # docs/token-format.md#token-profiles: where a replacement names its delegate
+    token_profile: TokenProfile = TokenProfile.writ
     # trusted user-token issuers' JWKS (broker/auth/user_tokens.py)
     issuer_jwks_cache_ttl_s: float = Field(default=300.0, ge=10.0, le=86400.0)
     issuer_jwks_min_refetch_s: float = Field(default=10.0, ge=0.0, le=3600.0)

@@ -4,6 +4,12 @@ access token, as a typed read-only value.
 ``TxnTokenClaims.from_claims`` checks member types strictly and requires the members every
 Writ token carries (``iss``, ``aud``, ``sub``, ``jti``, ``iat``, ``exp``); ``txn`` (Txn-Tokens
 only) and every time/audience/issuer check are the verifier's job.
+
+It reads both token profiles (docs/token-format.md "Token profiles"): ``writ``, where ``act``
+nests the agents with the current one outermost and ``act_chain`` lists the earlier ones, and
+``agents-02``, where ``act`` is immutable and the current agent is named only in
+``agentic_ctx.current_actor``. The current actor is ``agentic_ctx.current_actor`` when present,
+else ``act.sub`` (tokens issued before the member existed).
 """
 
 from __future__ import annotations
@@ -112,22 +118,74 @@ def _scope(value: Any) -> frozenset[str]:
     return frozenset(s for s in value.split(" ") if s)
 
 
-def _current_actor(value: Any) -> str | None:
-    # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the current actor.
+def act_subjects(value: Any) -> tuple[str, ...]:
+    """The ``sub`` of every level of a nested ``act`` claim, outermost first."""
+    # RFC 8693 §4.1: ``act`` is a JSON object whose ``sub`` names the actor; earlier actors
+    # nest inside. A level copied from a user's access token (agents-02 §3.7.1) need not
+    # name a SPIFFE ID, but every level names its actor by ``sub``.
     if value is None:
-        return None
-    depth = 0
+        return ()
+    subs: list[str] = []
     node = value
     while node is not None:
-        depth += 1
-        if depth > MAX_ACT_DEPTH:
+        if len(subs) >= MAX_ACT_DEPTH:
             raise _invalid("act", f"nests deeper than {MAX_ACT_DEPTH}")
-        if not isinstance(node, dict):
+        if not isinstance(node, Mapping):
             raise _invalid("act", "must be a JSON object")
-        _spiffe_id(node.get("sub"), "act.sub")
+        sub = node.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise _invalid("act.sub", "must be a non-empty string")
+        subs.append(sub)
         node = node.get("act")
-    sub: str = value["sub"]
-    return sub
+    return tuple(subs)
+
+
+def _agentic_member(agentic: Any, member: str) -> str | None:
+    # agents-02 §3.6.1: current_actor and originator are strings; Writ's are SPIFFE IDs
+    if not isinstance(agentic, dict) or agentic.get(member) is None:
+        return None
+    return _spiffe_id(agentic[member], f"agentic_ctx.{member}")
+
+
+def _txn_path(agentic: Any) -> tuple[str, ...] | None:
+    # a Writ extension (agents-02 §4.2.3 allows a path, defines none): every actor, oldest first
+    meta = agentic.get("chain_metadata") if isinstance(agentic, dict) else None
+    if not isinstance(meta, dict) or meta.get("txn_path") is None:
+        return None
+    path = meta["txn_path"]
+    if not isinstance(path, list) or len(path) > MAX_ACT_DEPTH:
+        raise _invalid("agentic_ctx.chain_metadata.txn_path",
+                       f"must be an array of at most {MAX_ACT_DEPTH} SPIFFE IDs")
+    return tuple(_spiffe_id(p, "agentic_ctx.chain_metadata.txn_path[]") for p in path)
+
+
+def _requesting_workloads(value: Any) -> tuple[str, ...]:
+    # draft-ietf-oauth-transaction-tokens-10 §Security Considerations and agents-02 §3.4.1:
+    # a replacement appends its requester to req_wl, comma-separated (no SPIFFE ID has a comma)
+    if value is None:
+        return ()
+    if not isinstance(value, str):
+        raise _invalid("req_wl", "must be a string")
+    parts = value.split(",")
+    if len(parts) > MAX_ACT_DEPTH:
+        raise _invalid("req_wl", f"names more than {MAX_ACT_DEPTH} workloads")
+    return tuple(_spiffe_id(p, "req_wl") for p in parts)
+
+
+def _earlier_actors(
+    actor: str | None, chain: tuple[ActorHop, ...], path: tuple[str, ...] | None,
+    originator: str | None,
+) -> tuple[str, ...]:
+    """Who acted before the current actor, oldest first: ``act_chain`` (profile ``writ``),
+    else ``txn_path`` without its last entry, else the originator when it is not the
+    current actor (profile ``agents-02`` without the extension)."""
+    if chain:
+        return tuple(hop.sub for hop in chain)
+    if path and path[-1] == actor:
+        return path[:-1]
+    if originator is not None and originator != actor:
+        return (originator,)
+    return ()
 
 
 def _actor_chain(value: Any) -> tuple[ActorHop, ...]:
@@ -159,6 +217,7 @@ class TxnTokenClaims:
     jti: str
     issued_at: int
     expires_at: int
+    #: the workload that requested this token: the last entry of ``req_wl``
     requesting_workload: str | None
     actor: str | None
     actor_chain: tuple[ActorHop, ...]
@@ -166,6 +225,12 @@ class TxnTokenClaims:
     rctx: Mapping[str, Any]
     agentic_ctx: Mapping[str, Any]
     raw: Mapping[str, Any]
+    #: the call chain of requesting workloads (``req_wl``), oldest first
+    requesting_workloads: tuple[str, ...] = ()
+    #: every actor before the current one, oldest first, in either token profile
+    earlier_actors: tuple[str, ...] = ()
+    #: agents-02 §3.6.1 ``agentic_ctx.originator``: the first actor, when the token names it
+    originator: str | None = None
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> TxnTokenClaims:
@@ -182,7 +247,14 @@ class TxnTokenClaims:
             raise _invalid("exp", "must be after 'iat'")
         if claims.get("nbf") is not None:
             _numeric_date(claims["nbf"], "nbf")
-        req_wl = claims.get("req_wl")
+        workloads = _requesting_workloads(claims.get("req_wl"))
+        agentic = claims.get("agentic_ctx")
+        act = act_subjects(claims.get("act"))
+        current = _agentic_member(agentic, "current_actor")
+        if current is None and act:
+            current = _spiffe_id(act[0], "act.sub")
+        originator = _agentic_member(agentic, "originator")
+        chain = _actor_chain(claims.get("act_chain"))
         return cls(
             issuer=_str(claims, "iss", required=True) or "",
             audience=_audience(claims.get("aud")),
@@ -192,23 +264,26 @@ class TxnTokenClaims:
             jti=_str(claims, "jti", required=True) or "",
             issued_at=issued_at,
             expires_at=expires_at,
-            requesting_workload=None if req_wl is None else _spiffe_id(req_wl, "req_wl"),
-            actor=_current_actor(claims.get("act")),
-            actor_chain=_actor_chain(claims.get("act_chain")),
+            requesting_workload=workloads[-1] if workloads else None,
+            actor=current,
+            actor_chain=chain,
             tctx=_object(claims, "tctx"),
             rctx=_object(claims, "rctx"),
             agentic_ctx=_object(claims, "agentic_ctx"),
             raw=freeze(dict(claims)),
+            requesting_workloads=workloads,
+            earlier_actors=_earlier_actors(current, chain, _txn_path(agentic), originator),
+            originator=originator,
         )
 
     @property
     def actors(self) -> tuple[str, ...]:
         """Every actor, oldest first: the earlier ones then the current one."""
-        earlier = tuple(hop.sub for hop in self.actor_chain)
+        earlier = self.earlier_actors or tuple(hop.sub for hop in self.actor_chain)
         return earlier if self.actor is None else (*earlier, self.actor)
 
     @property
     def hop_count(self) -> int:
         """Agents that have acted in the transaction, the current one included (1 for a first
         token); the same count Writ writes into ``agentic_ctx.chain_metadata.hop_count``."""
-        return len(self.actor_chain) + (1 if self.actor is not None else 0)
+        return len(self.actors)

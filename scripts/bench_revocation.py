@@ -126,7 +126,8 @@ def run(base_url: str, rounds: int) -> list[str]:
                     "client_assertion": td.mint_svid(DEV_GATEWAY, ISSUER),
                     "subject_token": td.mint_svid(DEV_AGENT, ISSUER),
                     "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-                    "scope": "demo.read"}))
+                    "requested_token_type": "urn:ietf:params:oauth:token-type:txn_token",
+                    "audience": "dev.writ.local", "scope": "demo.read"}))
 
             def inactive(tok: str) -> bool:
                 r = http.post(f"{b}/introspect", content=urlencode({"token": tok}),

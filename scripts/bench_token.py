@@ -368,6 +368,7 @@ def token_params(gateway_svid: str, agent_svid: str, tool: str | None = None
         "subject_token": agent_svid,
         "subject_token_type": JWT,
         "requested_token_type": TXN,
+        "audience": "dev.writ.local",
         "scope": "demo.read",
     }
     if tool is not None:  # --tool: the dev sample tool, resolved from the registry snapshot

@@ -131,6 +131,7 @@ def token_form(td: Any, issuer: str, agent: str, gateway: str, **extra: str) -> 
         "subject_token": td.mint_svid(agent, issuer),
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
         "requested_token_type": "urn:ietf:params:oauth:token-type:txn_token",
+        "audience": "dev.writ.local",
         "scope": "demo.read",
         **extra,
     })

@@ -39,6 +39,8 @@ GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 TD = "dev.writ.local"
 IDP = "https://idp.test"
+#: alice of the test issuer as Writ names her: unique in the trust domain
+ALICE = f"{IDP}#alice"
 AGENTS = f"spiffe://{TD}/agents"
 PLANNER = f"{AGENTS}/planner"
 MAILER = f"{AGENTS}/mailer"
@@ -123,6 +125,14 @@ class Requests:
 
     def on_behalf_of(self, user_token: str, agent: str, now: float,
                      **extra: Any) -> dict[str, str]:
+        user = decode(user_token)[1]
+        held = user.get("scope", " ".join(user.get("scp", ()))).split()
+        if extra.get("requested_token_type") == TOKEN_TYPE_ACCESS_TOKEN:
+            # RFC 8693 §2.1: resource or audience names the tool; scope stays optional
+            return self._merge({**self.base(now), "subject_token": user_token,
+                                "subject_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+                                "actor_token": self.svid(agent, now),
+                                "actor_token_type": TOKEN_TYPE_JWT}, extra)
         return self._merge({
             **self.base(now),
             "subject_token": user_token,
@@ -130,10 +140,16 @@ class Requests:
             "actor_token": self.svid(agent, now),
             "actor_token_type": TOKEN_TYPE_JWT,
             "requested_token_type": TOKEN_TYPE_TXN_TOKEN,
+            "audience": TD,
+            **_scope(agent, held, _tool(extra)),
         }, extra)
 
     def replacement(self, parent: str, delegate: str, now: float,
                     **extra: Any) -> dict[str, str]:
+        try:
+            held = decode(parent)[1]
+        except ValueError:  # a malformed parent under test
+            held = {}
         return self._merge({
             **self.base(now),
             "subject_token": parent,
@@ -141,6 +157,9 @@ class Requests:
             "actor_token": self.svid(delegate, now),
             "actor_token_type": TOKEN_TYPE_JWT,
             "requested_token_type": TOKEN_TYPE_TXN_TOKEN,
+            "audience": TD,
+            **_scope(delegate, held.get("scope", "").split(),
+                     held.get("tctx", {}).get("tool")),
         }, extra)
 
     def autonomous(self, agent: str, now: float, **extra: Any) -> dict[str, str]:
@@ -149,6 +168,8 @@ class Requests:
             "subject_token": self.svid(agent, now),
             "subject_token_type": TOKEN_TYPE_JWT,
             "requested_token_type": TOKEN_TYPE_TXN_TOKEN,
+            "audience": TD,
+            **_scope(agent, None, _tool(extra)),
         }, extra)
 
     @staticmethod
@@ -161,6 +182,26 @@ class Requests:
             else:
                 params[key] = str(value)
         return params
+
+
+def _tool(extra: dict[str, Any]) -> str | None:
+    details = extra.get("request_details")
+    if isinstance(details, str):
+        details = json.loads(details)
+    return details.get("tool") if isinstance(details, dict) else None
+
+
+def _scope(agent: str, held: list[str] | None, tool: str | None) -> dict[str, str]:
+    """``scope`` is REQUIRED (draft-ietf-oauth-transaction-tokens-10): by default ask for
+    what the agent's charter, the scope held (user or parent) and the tool allow together;
+    nothing when they share none, so the request shows the refusal."""
+    scope = set(CHARTERS.get(agent, {}).get("scopes", ()))
+    if held is not None:
+        scope &= set(held)
+    doc = {MAIL_TOOL: MAIL_TOOL_DOC, TXN_TOOL: TXN_TOOL_DOC}.get(tool or "")
+    if doc is not None:
+        scope &= set(doc["scopes"])
+    return {"scope": " ".join(sorted(scope))} if scope else {}
 
 
 @dataclass

@@ -21,8 +21,9 @@ import httpx
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from jwks.claims import act_subjects
 from jwks.client import DEFAULT_TIMEOUT_S, JwksClient
-from jwks.errors import JwksFetchError, UnknownKeyId
+from jwks.errors import InvalidToken, JwksFetchError, UnknownKeyId
 from jwks.jose import JoseRefused, TimeClaims, audience_values, json_object, split_compact
 from jwks.keys import AnyKey
 from registry.charter import SCOPE_TOKEN
@@ -62,6 +63,8 @@ class UserToken:
     may_act: Mapping[str, Any] | None
     expires_at: float
     fingerprint: str
+    # the token's own RFC 8693 ``act`` (an earlier delegation), None when absent
+    act: Mapping[str, Any] | None = None
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str] | None:
@@ -265,6 +268,12 @@ class UserTokenValidator:
             isinstance(may_act, dict) and isinstance(may_act.get("sub"), str)
         ):
             raise UserTokenError("bad_may_act", "'may_act' must be an object with 'sub'")
+        act = claims.get("act")
+        try:
+            # RFC 8693 §4.1; agents-02 §3.7.1 copies it into the Txn-Token unmodified
+            act_subjects(act)
+        except InvalidToken as err:
+            raise UserTokenError("bad_act", "'act' must nest objects naming a 'sub'") from err
         return UserToken(
             issuer=view.issuer,
             subject=sub,
@@ -272,6 +281,7 @@ class UserTokenValidator:
             may_act=may_act,
             expires_at=exp,
             fingerprint=fingerprint,
+            act=act,
         )
 
     def _key(self, view: IssuerView, kid: str) -> AnyKey:

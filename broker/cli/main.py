@@ -102,7 +102,7 @@ def serve(
                     "-d client_assertion=$GW -d subject_token=$AGENT "
                     "-d subject_token_type=urn:ietf:params:oauth:token-type:jwt "
                     "-d requested_token_type=urn:ietf:params:oauth:token-type:txn_token "
-                    "-d scope=demo.read",
+                    f"-d audience={td.name} -d scope=demo.read",
                 ]
             ),
             err=True,

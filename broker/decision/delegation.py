@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker.claims.txn_token import Hop
+from broker.claims.txn_token import Hop, user_subject
 from broker.decision.request import AuthorizationDetail, RequestContext, RequestDetails
 from broker.errors import AccessDenied, InvalidRequest, InvalidScope
 from jwks.claims import TxnTokenClaims
@@ -112,10 +112,14 @@ def replacement_environment(context: RequestContext, parent_rctx: Mapping[str, A
 
 def earlier_actors(parent: TxnTokenClaims) -> tuple[Hop, ...]:
     """RFC 8693 §4.1: the parent's earlier actors, oldest first, then the parent's actor
-    with the time it was issued its token."""
+    with the time it was issued its token. A parent of profile agents-02 lists its earlier
+    actors without times; each then gets the parent's ``iat``, when it had acted at the
+    latest."""
     if parent.actor is None:
         raise InvalidRequest("the parent Txn-Token names no actor", reason="subject_token_no_act")
-    return (*(Hop(h.sub, h.iat) for h in parent.actor_chain), Hop(parent.actor, parent.issued_at))
+    iat = {h.sub: h.iat for h in parent.actor_chain}
+    earlier = (Hop(sub, iat.get(sub, parent.issued_at)) for sub in parent.actors[:-1])
+    return (*earlier, Hop(parent.actor, parent.issued_at))
 
 
 def replacement_expiry(now: int, ttl_s: int, parent_exp: int) -> int:
@@ -129,6 +133,9 @@ def parent_subject_id(parent: TxnTokenClaims) -> dict[str, str] | None:
     if not isinstance(sub_id, Mapping):
         return None
     value = {k: v for k, v in sub_id.items() if isinstance(v, str)}
-    if value.get("format") != "iss_sub" or value.get("sub") != parent.subject or "iss" not in value:
+    if value.get("format") != "iss_sub" or "iss" not in value or "sub" not in value:
+        return None
+    # the parent's sub is built from the pair (or, minted before that, is its subject)
+    if parent.subject not in (user_subject(value["iss"], value["sub"]), value["sub"]):
         return None
     return {"format": "iss_sub", "iss": value["iss"], "sub": value["sub"]}

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.auth.svid import SvidError, ValidatedSvid
-from broker.decision.request import RequestContext, RequestDetails, parse_json_object, parse_model
+from broker.decision.request import (
+    RequestContext,
+    RequestDetails,
+    parse_json_object,
+    parse_model,
+    values_of,
+)
 from broker.decision.rules import (
     TtlBounds,
     check_audience,
@@ -24,7 +30,7 @@ from broker.decision.rules import (
     gateway_speaks_for,
     gateway_token_type,
     grant_scope,
-    parse_scope,
+    required_scope,
     token_ttl,
 )
 from broker.errors import (
@@ -111,17 +117,16 @@ def _json_param(d: Decision, name: str) -> dict[str, Any]:
 
 def request_gate(d: Decision) -> str:
     """The request's own members: audience, resource, scope, request_details/context."""
-    d.audience = check_audience(d.params.get("audience"), d.trust_domain)
+    d.audience = check_audience(values_of(d.params, "audience"), d.trust_domain)
     if "resource" in d.params:
         raise InvalidTarget("a Txn-Token is not issued for a resource", reason="resource_refused")
-    d.requested_scope = parse_scope(d.params.get("scope"))
+    d.requested_scope = required_scope(d.params.get("scope"))
     d.details = parse_model(RequestDetails, _json_param(d, "request_details"), "request_details")
     d.notes["tool"] = d.details.tool
     d.notes["intent"] = d.details.intent
     d.context = parse_model(RequestContext, _json_param(d, "request_context"),
                             "request_context")
-    asked = "the charter's scopes" if d.requested_scope is None else " ".join(
-        sorted(d.requested_scope))
+    asked = " ".join(sorted(d.requested_scope))
     tool = f"tool {d.details.tool}, action {d.details.action}" if d.details.tool else "no tool"
     return f"audience {d.audience}; scope asked: {asked}; {tool}"
 

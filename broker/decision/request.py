@@ -1,10 +1,12 @@
-"""Strict parsing of token-endpoint requests: bounded, no repeated parameters, JSON depth
-bounded. Pure: raises ``InvalidRequest`` with a safe description."""
+"""Strict parsing of token-endpoint requests: bounded, no repeated parameters (but
+``audience`` and ``resource``, RFC 8693 §2.1), JSON depth bounded. Pure: raises
+``InvalidRequest`` with a safe description."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,11 +15,29 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from broker.errors import InvalidRequest
 
 MAX_PARAMS = 32
+#: RFC 8693 §2.1: "Multiple audience/resource parameters may be used"
+REPEATABLE = frozenset({"audience", "resource"})
 
 
-def parse_form(body: bytes) -> dict[str, str]:
+class FormParams(dict[str, str]):
+    """A request's parameters: each name to its value, the first one for a parameter of
+    ``REPEATABLE``; ``values_of`` gives all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeated: dict[str, tuple[str, ...]] = {}
+
+
+def values_of(params: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Every value of ``name`` in the request, in order; () when it is absent."""
+    if isinstance(params, FormParams) and name in params.repeated:
+        return params.repeated[name]
+    return (params[name],) if name in params else ()
+
+
+def parse_form(body: bytes) -> FormParams:
     """Parse ``application/x-www-form-urlencoded``; RFC 6749 §3.2: parameters MUST NOT be
-    included more than once."""
+    included more than once, except those RFC 8693 §2.1 lets a client repeat."""
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(
@@ -27,10 +47,14 @@ def parse_form(body: bytes) -> dict[str, str]:
         raise InvalidRequest(
             "request body is not valid form encoding", reason="malformed_body"
         ) from err
-    params: dict[str, str] = {}
+    params = FormParams()
     for name, value in pairs:
         if name in params:
-            raise InvalidRequest(f"parameter '{name}' is repeated", reason="repeated_parameter")
+            if name not in REPEATABLE:
+                raise InvalidRequest(f"parameter '{name}' is repeated",
+                                     reason="repeated_parameter")
+            params.repeated[name] = (*values_of(params, name), value)
+            continue
         params[name] = value
     return params
 

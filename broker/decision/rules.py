@@ -7,7 +7,13 @@ import fnmatch
 from dataclasses import dataclass
 
 from broker.decision.request import RequestContext, RequestDetails
-from broker.errors import AccessDenied, InvalidScope, InvalidTarget, UnauthorizedClient
+from broker.errors import (
+    AccessDenied,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+)
 from registry.charter import SCOPE_TOKEN, Charter, ToolGrant
 from registry.models import Status
 from registry.namespace import within
@@ -66,13 +72,27 @@ def grant_scope(requested: frozenset[str] | None, allowed: frozenset[str]) -> tu
     return tuple(sorted(requested))
 
 
-def check_audience(audience: str | None, trust_domain: str) -> str:
-    """A Txn-Token's audience is the trust domain (draft-ietf-oauth-transaction-tokens §4)."""
-    if audience is not None and audience != trust_domain:
+def check_audience(audiences: tuple[str, ...], trust_domain: str) -> str:
+    """A Txn-Token's audience is the trust domain: draft-ietf-oauth-transaction-tokens-10
+    §Txn-Token Request, ``audience`` is REQUIRED and MUST be the trust domain name."""
+    if not audiences:
+        raise InvalidRequest("audience is required", reason="audience_missing")
+    # RFC 8693 §2.1 allows several; a Txn-Token is valid in one trust domain only
+    if any(a != trust_domain for a in audiences):
         raise InvalidTarget(
             "the requested audience is not this trust domain", reason="audience_refused"
         )
     return trust_domain
+
+
+def required_scope(raw: str | None) -> frozenset[str]:
+    """draft-ietf-oauth-transaction-tokens-10 §Txn-Token Request: ``scope`` is REQUIRED;
+    a request without it is refused, never granted the charter's every scope."""
+    if raw is None:
+        raise InvalidRequest("scope is required", reason="scope_missing")
+    scope = parse_scope(raw)
+    assert scope is not None
+    return scope
 
 
 def _tool_grant(charter: Charter, tool: str) -> ToolGrant | None:

@@ -1,10 +1,11 @@
 """Profile "autonomous agent" (DESIGN §2): subject_token = the agent's JWT-SVID, no actor.
-Result: a Txn-Token whose ``sub`` and ``act.sub`` are the agent."""
+Result: a Txn-Token whose ``sub`` and ``agentic_ctx.current_actor`` are the agent, with no
+``act`` (agents-02 §3.2.2: nothing was delegated)."""
 
 from __future__ import annotations
 
 from broker.auth.clients import AuthenticatedClient
-from broker.claims.txn_token import TxnTokenPlan
+from broker.claims.txn_token import TxnTokenPlan, first_act
 from broker.decision.gates import AGENT_GATES, Decision, txn_context, walk
 from broker.grants.base import Issued, TokenContext
 from broker.grants.mint import issue_txn_token
@@ -60,6 +61,8 @@ class AutonomousAgentProfile:
             tctx=txn_context(d),
             rctx={k: v for k, v in rctx.items() if v is not None},
             manifest_hash=d.agent.charter_hash,
+            act=first_act(ctx.profile, d.agent_id, d.agent_id, None),
+            profile=ctx.profile,
         )
         issued = issue_txn_token(
             ctx,

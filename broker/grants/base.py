@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from broker.audit.writer import AuditEvent
 from broker.auth.clients import AuthenticatedClient
 from broker.auth.svid import SvidValidator
+from broker.claims.txn_token import TokenProfile
 from broker.decision.rules import TtlBounds
 from broker.signing.signer import Signer
 from registry.snapshot import RegistrySnapshot
@@ -29,6 +30,7 @@ class TokenContext:
     new_id: Callable[[], str]
     peer_ip: str | None
     notes: dict[str, Any]  # what is known so far, for the audit record of a refusal
+    profile: TokenProfile = TokenProfile.writ  # WRIT_TOKEN_PROFILE
 
 
 @dataclass(frozen=True, slots=True)

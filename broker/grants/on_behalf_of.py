@@ -2,8 +2,10 @@
 user's access token from a trusted issuer, actor_token = the agent's JWT-SVID.
 
 Result: a Txn-Token (or, with ``requested_token_type`` = access_token, an RFC 9068
-``at+jwt`` for one tool) whose ``sub`` is the user as the issuer names them, ``sub_id`` the
-RFC 9493 ``iss_sub`` pair, and ``act.sub`` the agent. The agent goes through the same
+``at+jwt`` for one tool) whose ``sub`` is the user, unique in the trust domain
+(``<issuer>#<subject>``), ``sub_id`` the RFC 9493 ``iss_sub`` pair, and ``act.sub`` the agent
+(the user token's own ``act`` nested inside it, or in profile ``agents-02`` copied as
+``act``). The agent goes through the same
 ordered gates as an autonomous agent (``broker/decision/gates.py``); the user's scope narrows the
 result last: scope = user ∩ charter ∩ bounds ∩ request (∩ the tool's scopes). A user token
 without any scope is refused, never read as unconstrained.
@@ -20,9 +22,21 @@ from broker.auth.user_tokens import (
     UserTokenError,
     UserTokenValidator,
 )
-from broker.claims.txn_token import AccessTokenPlan, TxnTokenPlan, user_subject_id
+from broker.claims.txn_token import (
+    AccessTokenPlan,
+    TxnTokenPlan,
+    first_act,
+    user_subject,
+    user_subject_id,
+)
 from broker.decision.gates import AGENT_GATES, Decision, Gate, txn_context, walk
-from broker.decision.request import RequestContext, RequestDetails, parse_json_object, parse_model
+from broker.decision.request import (
+    RequestContext,
+    RequestDetails,
+    parse_json_object,
+    parse_model,
+    values_of,
+)
 from broker.decision.rules import parse_scope
 from broker.errors import (
     AccessDenied,
@@ -42,8 +56,9 @@ from registry.tools import TokenKind
 
 def target_gate(d: Decision) -> str:
     """RFC 8693 §2.1 for an access token: ``resource`` or ``audience`` names the target,
-    here a registered tool (by its tool id) that takes access tokens from Writ."""
-    named = {v for v in (d.params.get("resource"), d.params.get("audience")) if v is not None}
+    here a registered tool (by its tool id) that takes access tokens from Writ. Either may be
+    repeated; an RFC 9068 token has one tool's audience, so they must all name that tool."""
+    named = {*values_of(d.params, "resource"), *values_of(d.params, "audience")}
     if not named:
         raise InvalidTarget("an access token needs a resource or audience naming the tool",
                             reason="target_missing")
@@ -127,6 +142,8 @@ class OnBehalfOfProfile:
         # never outlive the user's own token
         expires_at = max(now + 1, min(now + d.ttl_s, int(user.expires_at)))
         subject_id = user_subject_id(user.issuer, user.subject)
+        # draft-ietf-oauth-transaction-tokens-10 §JWT Body Claims: unique in the trust domain
+        subject = user_subject(user.issuer, user.subject)
         detail = {
             "profile": "on_behalf_of",
             "user_issuer": user.issuer,
@@ -142,7 +159,7 @@ class OnBehalfOfProfile:
                 AccessTokenPlan(
                     issuer=ctx.issuer,
                     audience=d.audience,
-                    subject=user.subject,
+                    subject=subject,
                     client_id=gateway,
                     scope=d.scope,
                     actor=agent_id,
@@ -150,6 +167,7 @@ class OnBehalfOfProfile:
                     issued_at=now,
                     expires_at=expires_at,
                     subject_id=subject_id,
+                    upstream_act=user.act,
                 ),
                 gateway=gateway, agent=agent_id, tool=d.tool.tool_id, detail=detail,
             )
@@ -161,7 +179,7 @@ class OnBehalfOfProfile:
                 TxnTokenPlan(
                     issuer=ctx.issuer,
                     audience=d.audience,
-                    subject=user.subject,
+                    subject=subject,
                     scope=d.scope,
                     requesting_workload=gateway,
                     actor=agent_id,
@@ -173,6 +191,8 @@ class OnBehalfOfProfile:
                     rctx={k: v for k, v in rctx.items() if v is not None},
                     manifest_hash=d.agent.charter_hash,
                     subject_id=subject_id,
+                    act=first_act(ctx.profile, agent_id, subject, user.act),
+                    profile=ctx.profile,
                 ),
                 gateway=gateway, agent=agent_id, tool=d.details.tool, detail=detail,
             )
@@ -195,7 +215,7 @@ class OnBehalfOfProfile:
                 "subject_token is not a valid user access token",
                 reason=f"subject_token_{err.reason}",
             ) from err
-        ctx.notes["subject"] = user.subject
+        ctx.notes["subject"] = user_subject(user.issuer, user.subject)
         ctx.notes["subject_token_sha256"] = user.fingerprint
         if user.scopes is None:
             # draft-ietf-oauth-transaction-tokens: without the user's scope, nothing

@@ -2,13 +2,15 @@
 (the parent), actor_token = the delegate agent's JWT-SVID.
 
 Writ verifies the parent with its own published keys, in memory, asks the revocation set
-about it, and mints a replacement: same ``txn``, ``sub``, ``aud`` and ``tctx``; ``act`` =
-the delegate with the earlier actors nested inside (RFC 8693 §4.1); ``act_chain`` grows by
-the parent's actor. The delegate goes through the same ordered gates as any agent
-(``broker/decision/gates.py``) with the delegation rules
-(``broker/decision/delegation.py``) before the bounds and the parent's scope and
-lifetime as the last word. Nothing the client sends becomes ``act``, ``act_chain`` or
-``agentic_ctx``.
+about it, and mints a replacement: same ``txn``, ``sub``, ``aud`` and ``tctx``; ``req_wl``
+grows by this request's gateway (draft-ietf-oauth-transaction-tokens-10 §Security
+Considerations); ``agentic_ctx.current_actor`` = the delegate. In profile ``writ`` ``act`` =
+the delegate with the parent's ``act`` nested inside (RFC 8693 §4.1) and ``act_chain`` grows
+by the parent's actor; in profile ``agents-02`` ``act`` is the parent's, unchanged. The
+delegate goes through the same ordered gates as any agent (``broker/decision/gates.py``) with
+the delegation rules (``broker/decision/delegation.py``) before the bounds and the parent's
+scope and lifetime as the last word. Nothing the client sends becomes ``act``, ``act_chain``
+or ``agentic_ctx``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import replace
 from broker.auth.clients import AuthenticatedClient
 from broker.auth.own_tokens import OwnTxnTokens
 from broker.auth.svid import token_fingerprint
-from broker.claims.txn_token import TxnTokenPlan
+from broker.claims.txn_token import TxnTokenPlan, replacement_act
 from broker.decision.delegation import (
     DEFAULT_MAX_HOPS,
     check_delegation,
@@ -120,11 +122,12 @@ class ReplacementProfile:
         d = replace(token_decision(params, client, ctx, requested_token_type),
                     validate_subject=None, agent_id=delegate_id)
         d = walk(d, _gates(parent, self._max_hops))
-        assert d.agent is not None and parent.txn is not None
+        assert d.agent is not None and parent.txn is not None and parent.actor is not None
         gateway = client.gateway.client_id
         now = int(ctx.now)
         rctx = {"req_ip": d.context.client_ip, "gateway_ip": ctx.peer_ip,
                 "env": d.context.environment}
+        earlier = earlier_actors(parent)
         plan = TxnTokenPlan(
             issuer=ctx.issuer,
             audience=d.audience,
@@ -136,12 +139,17 @@ class ReplacementProfile:
             jti=ctx.new_id(),
             issued_at=now,
             expires_at=replacement_expiry(now, d.ttl_s, parent.expires_at),
-            earlier_actors=earlier_actors(parent),
+            earlier_actors=earlier,
             # draft-ietf-oauth-transaction-tokens: tctx is immutable for the transaction
             tctx=thaw(parent.tctx),
             rctx={k: v for k, v in rctx.items() if v is not None},
             manifest_hash=d.agent.charter_hash,
             subject_id=parent_subject_id(parent),
+            # draft-ietf-oauth-transaction-tokens-10: keep the call chain of requesters
+            earlier_workloads=parent.requesting_workloads,
+            act=replacement_act(ctx.profile, delegate_id, earlier, thaw(parent.raw.get("act")),
+                                parent.actor),
+            profile=ctx.profile,
         )
         issued = issue_txn_token(
             ctx,

@@ -58,7 +58,12 @@ class TokenExchangeGrant:
             )
         if has_actor and not params["actor_token"]:
             raise InvalidRequest("actor_token is empty", reason="actor_token_missing")
-        requested = params.get("requested_token_type") or TOKEN_TYPE_TXN_TOKEN
+        requested = params.get("requested_token_type")
+        # draft-ietf-oauth-transaction-tokens-10 §Txn-Token Request: REQUIRED; without it
+        # Writ would have to guess which token the client wants
+        if not requested:
+            raise InvalidRequest("requested_token_type is required",
+                                 reason="requested_token_type_missing")
         if requested not in SUPPORTED_REQUESTED_TYPES:
             raise InvalidRequest(
                 "requested_token_type is not supported", reason="unsupported_requested_token_type"

@@ -68,6 +68,9 @@ class TokenFacts:
     actors: tuple[str, ...] = ()
     gateway: str | None = None
     subject: str | None = None
+    #: every gateway of the ``req_wl`` call chain; a replacement minted through another
+    #: gateway is still covered by a revocation of one earlier in its chain
+    gateways: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, token: Mapping[str, Any] | TxnTokenClaims | TokenFacts) -> TokenFacts:
@@ -81,6 +84,7 @@ class TokenFacts:
             actors=_actors(claims),
             gateway=_str(claims.get("req_wl")),
             subject=_str(claims.get("sub")),
+            gateways=_gateways(claims.get("req_wl")),
         )
 
 
@@ -94,8 +98,31 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
+def _gateways(req_wl: Any) -> tuple[str, ...]:
+    # draft-ietf-oauth-transaction-tokens-10, agents-02 §3.4.1: req_wl lists the requesters
+    # of a transaction's tokens, comma-separated
+    if not isinstance(req_wl, str):
+        return ()
+    return tuple(g for g in req_wl.split(",")[:_MAX_ACT_DEPTH] if g)
+
+
+def _agentic_actors(claims: Mapping[str, Any]) -> list[str]:
+    """agents-02 §3.6.1: the current actor and originator (the only place an autonomous
+    token or a profile-agents-02 replacement names its agent), and Writ's ``txn_path``."""
+    agentic = claims.get("agentic_ctx")
+    if not isinstance(agentic, Mapping):
+        return []
+    found = [s for s in (_str(agentic.get("current_actor")), _str(agentic.get("originator")))
+             if s]
+    meta = agentic.get("chain_metadata")
+    path = meta.get("txn_path") if isinstance(meta, Mapping) else None
+    if isinstance(path, list | tuple):
+        found.extend(s for p in path[:_MAX_ACT_DEPTH] if (s := _str(p)))
+    return found
+
+
 def _actors(claims: Mapping[str, Any]) -> tuple[str, ...]:
-    """Every actor named in ``act`` (nested) and ``act_chain``."""
+    """Every actor named in ``act`` (nested), ``act_chain`` and ``agentic_ctx``."""
     found: list[str] = []
     node = claims.get("act")
     for _ in range(_MAX_ACT_DEPTH):
@@ -109,6 +136,7 @@ def _actors(claims: Mapping[str, Any]) -> tuple[str, ...]:
         for hop in chain[:_MAX_ACT_DEPTH]:
             if isinstance(hop, Mapping) and (sub := _str(hop.get("sub"))):
                 found.append(sub)
+    found.extend(_agentic_actors(claims))
     return tuple(dict.fromkeys(found))
 
 
@@ -164,6 +192,7 @@ class RevocationSet:
             (RevocationKind.jti, facts.jti),
             (RevocationKind.txn, facts.txn),
             (RevocationKind.gateway, facts.gateway),
+            *((RevocationKind.gateway, g) for g in facts.gateways),
             (RevocationKind.subject, facts.subject),
             *((RevocationKind.agent, a) for a in facts.actors),
         )

@@ -38,7 +38,8 @@ def _owner(raw: object) -> str | None:
         return None
     # Txn-Tokens carry req_wl; RFC 9068 access tokens carry client_id
     owner = raw.get("req_wl") or raw.get("client_id")
-    return owner if isinstance(owner, str) else None
+    # req_wl is a comma-separated call chain (agents-02 §3.4.1); the last one requested it
+    return owner.rsplit(",", 1)[-1] if isinstance(owner, str) else None
 
 
 def revoke_router(broker: Broker, service: RevocationService) -> APIRouter:

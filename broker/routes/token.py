@@ -95,6 +95,7 @@ def token_router(broker: Broker) -> APIRouter:
             new_id=broker.new_id,
             peer_ip=request.client.host if request.client else None,
             notes={},
+            profile=settings.token_profile,
         )
         gateway: str | None = None
         grant_type: str | None = None

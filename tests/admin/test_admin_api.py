@@ -74,6 +74,8 @@ def token_form(td: DevTrustDomain, now: float) -> dict[str, str]:
         "subject_token": td.mint_svid(DEV_AGENT, ISSUER, now=now),
         "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
         "requested_token_type": "urn:ietf:params:oauth:token-type:txn_token",
+        "audience": "dev.writ.local",
+        "scope": "demo.read",
     }
 
 

@@ -208,7 +208,7 @@ def test_explain_answers(client: TestClient, root: str, seeded: DevTrustDomain, 
     details = {"tool": DEV_TOOL, "action": "echo", "intent": "say hi"}
     r = client.post("/v1/decisions/explain", headers=h, json={
         "gateway": DEV_GATEWAY, "agent": DEV_AGENT, "scope": "demo.read",
-        "request_details": details})
+        "audience": "dev.writ.local", "request_details": details})
     assert r.status_code == 200, r.text
     assert r.json() == {
         "decision": "issue", "error": None, "reason": None, "error_description": None,
@@ -245,15 +245,19 @@ def test_explain_answers(client: TestClient, root: str, seeded: DevTrustDomain, 
     assert (r.status_code, r.json()["tool_endpoint"]) == (200, DEV_TOOL_DOCUMENT.endpoint)
 
 
+#: draft-ietf-oauth-transaction-tokens-10 §Txn-Token Request: REQUIRED
+ASKED = {"audience": "dev.writ.local", "scope": "demo.read"}
+
+
 @pytest.mark.parametrize(("body", "gate", "error", "reason"), [
     ({"agent": DEV_AGENT}, "exchange", "invalid_request", "gateway_missing"),
     ({"gateway": DEV_GATEWAY}, "exchange", "invalid_request", "subject_token_missing"),
-    ({"gateway": "spiffe://dev.writ.local/gateway/ghost", "agent": DEV_AGENT}, "gateway",
-     "invalid_client", "unknown_gateway"),
-    ({"gateway": DEV_GATEWAY, "agent": "spiffe://dev.writ.local/other/x"}, "gateway",
+    ({"gateway": "spiffe://dev.writ.local/gateway/ghost", "agent": DEV_AGENT, **ASKED},
+     "gateway", "invalid_client", "unknown_gateway"),
+    ({"gateway": DEV_GATEWAY, "agent": "spiffe://dev.writ.local/other/x", **ASKED}, "gateway",
      "unauthorized_client", "gateway_namespace"),
-    ({"gateway": DEV_GATEWAY, "agent": "spiffe://dev.writ.local/agents/ghost"}, "enrollment",
-     "access_denied", "agent_not_enrolled"),
+    ({"gateway": DEV_GATEWAY, "agent": "spiffe://dev.writ.local/agents/ghost", **ASKED},
+     "enrollment", "access_denied", "agent_not_enrolled"),
     ({"gateway": DEV_GATEWAY, "agent": DEV_AGENT,
       "requested_token_type": "urn:ietf:params:oauth:token-type:access_token"}, "exchange",
      "invalid_request", "unsupported_requested_token_type"),
@@ -263,13 +267,17 @@ def test_explain_answers(client: TestClient, root: str, seeded: DevTrustDomain, 
     ({"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe",
       "client_assertion": "x.y.z", "agent": DEV_AGENT}, "exchange", "invalid_client",
      "client_assertion_malformed"),
-    ({"gateway": DEV_GATEWAY, "subject_token": "x.y.z"}, "subject", "invalid_request",
+    ({"gateway": DEV_GATEWAY, "subject_token": "x.y.z", **ASKED}, "subject", "invalid_request",
      "subject_token_malformed"),
-    ({"gateway": DEV_GATEWAY, "agent": DEV_AGENT, "request_details": "{nope"}, "request",
-     "invalid_request", "request_details_malformed"),
+    ({"gateway": DEV_GATEWAY, "agent": DEV_AGENT, "request_details": "{nope", **ASKED},
+     "request", "invalid_request", "request_details_malformed"),
+    ({"gateway": DEV_GATEWAY, "agent": DEV_AGENT, "audience": "dev.writ.local"}, "request",
+     "invalid_request", "scope_missing"),
+    ({"gateway": DEV_GATEWAY, "agent": DEV_AGENT, "scope": "demo.read"}, "request",
+     "invalid_request", "audience_missing"),
 ], ids=["no-gateway", "no-agent", "unknown-gateway", "outside-gateway", "not-enrolled",
         "access-token-asked", "private-key-jwt", "bad-assertion", "bad-subject-token",
-        "bad-details"])
+        "bad-details", "no-scope", "no-audience"])
 def test_explain_refusals(client: TestClient, root: str, body: dict[str, Any],  # noqa: F811
                           gate: str, error: str, reason: str) -> None:
     r = client.post("/v1/decisions/explain", json=body, headers=bearer(root))
@@ -287,7 +295,7 @@ def test_explain_subject_token_must_match_named_agent(client: TestClient, root: 
 
     other = seeded.mint_svid("spiffe://dev.writ.local/agents/demo/other", ISSUER, now=clock())
     r = client.post("/v1/decisions/explain", headers=bearer(root), json={
-        "gateway": DEV_GATEWAY, "agent": DEV_AGENT, "subject_token": other})
+        "gateway": DEV_GATEWAY, "agent": DEV_AGENT, "subject_token": other, **ASKED})
     assert r.json()["reason"] == "subject_token_other_agent"
     r = client.post("/v1/decisions/explain", headers=bearer(root),
                     json={"gateway": "not-a-spiffe-id", "agent": DEV_AGENT})
@@ -366,18 +374,20 @@ def test_bound_and_explain_commands(writ: Writ, tmp_path: Path) -> None:
     writ.ok("gateways", "add", "--client-id", gateway, "--namespace", pattern)
     details = json.dumps({"tool": TOOL, "action": "send"})
     out = writ.ok("explain", "--gateway", gateway, "--agent", agent, "--details", details,
-                  "--audience", "dev.writ.local").stdout
+                  "--audience", "dev.writ.local", "--scope", "mail.send").stdout
     assert out.splitlines()[-1] == ("=> would issue: scope mail.send, expires in 300 s, tool "
                                     "endpoint https://mail.example/api")
     assert " 5. bounds      allowed     within spiffe://example.org/agents/**" in out
     details_file = tmp_path / "details.json"
     details_file.write_text(json.dumps({"tool": TOOL, "action": "delete"}))
     answer = json.loads(writ.ok("explain", "--gateway", gateway, "--agent", agent,
-                                "--details", f"@{details_file}", "--json").stdout)
+                                "--details", f"@{details_file}", "--audience",
+                                "dev.writ.local", "--scope", "mail.send", "--json").stdout)
     assert (answer["decision"], answer["reason"]) == ("refuse", "action_not_declared")
     assert [g["result"] for g in answer["gates"]].count("not_reached") == 2
     writ.ok("bounds", "remove", pattern)
-    out = writ.ok("explain", "--gateway", gateway, "--agent", agent, "--details", details).stdout
+    out = writ.ok("explain", "--gateway", gateway, "--agent", agent, "--details", details,
+                  "--audience", "dev.writ.local", "--scope", "mail.send").stdout
     assert out.splitlines()[-1] == "=> would refuse: access_denied (namespace_unbounded)"
     assert " 5. bounds      refused     access_denied (namespace_unbounded): no namespace " \
         "bound covers the agent" in out

@@ -37,6 +37,7 @@ from tests.forge import b64, forge
 from tests.idp import TestIssuer
 from tests.world import (
     AGENTS,
+    ALICE,
     IDP,
     MAIL_TOOL,
     MAILER,
@@ -87,16 +88,20 @@ def test_replacement_exact(world: World, clock: FrozenClock, engine: Engine) -> 
         "iss": ISSUER, "aud": TD, "iat": t, "exp": t + 240,
         "txn": p["txn"],  # the transaction is kept
         "jti": c["jti"],
-        "sub": "alice",
+        "sub": ALICE,  # kept
         "sub_id": {"format": "iss_sub", "iss": IDP, "sub": "alice"},
         "scope": "mail.send",
-        "req_wl": DEV_GATEWAY,
+        # draft-ietf-oauth-transaction-tokens-10: the call chain of requesting workloads
+        "req_wl": f"{DEV_GATEWAY},{DEV_GATEWAY}",
         # RFC 8693 §4.1: the current actor outermost, the previous one nested
         "act": {"sub": MAILER, "act": {"sub": PLANNER}},
         "act_chain": [{"sub": PLANNER, "iat": p["iat"]}],
         "tctx": p["tctx"],  # carried over unchanged
         "rctx": {"req_ip": "192.0.2.9", "gateway_ip": "testclient", "env": "prod"},
         "agentic_ctx": {
+            # agents-02 §3.6.1: the delegate acts now; the planner started
+            "current_actor": MAILER,
+            "originator": PLANNER,
             "prov": {"manifest_hash": mailer.charter_hash},
             "identity": {"workload_id": MAILER},
             "chain_metadata": {"hop_count": 2, "txn_path": [PLANNER, MAILER]},
@@ -107,7 +112,7 @@ def test_replacement_exact(world: World, clock: FrozenClock, engine: Engine) -> 
                          "action": "view", "resource": "cal/7",
                          "authorization_details": [{"type": "cal"}]}
     rec = token_rows(engine)[-1]
-    assert (rec.decision, rec.agent, rec.subject, rec.txn) == ("issued", MAILER, "alice",
+    assert (rec.decision, rec.agent, rec.subject, rec.txn) == ("issued", MAILER, ALICE,
                                                                p["txn"])
     assert rec.detail["profile"] == "replacement"
     assert (rec.detail["parent_jti"], rec.detail["delegator"], rec.detail["hop_count"]) == (
@@ -117,7 +122,7 @@ def test_replacement_exact(world: World, clock: FrozenClock, engine: Engine) -> 
 def test_three_hops_verified_downstream(world: World, clock: FrozenClock) -> None:
     token = world.chain(PLANNER, MAILER, SEARCH)
     claims = verifier(world, clock).verify(token)
-    assert principal(claims) == "alice"
+    assert principal(claims) == ALICE
     assert claims.actor == SEARCH
     assert claims.actors == (PLANNER, MAILER, SEARCH)
     assert claims.hop_count == 3
@@ -304,7 +309,7 @@ def test_refusal_audit_names_the_user(world: World, clock: FrozenClock, engine: 
     parent = world.obo(PLANNER)
     world.post(world.req.replacement(parent, f"{AGENTS}/outsider", clock()))
     rec = token_rows(engine)[-1]
-    assert (rec.reason, rec.subject, rec.agent) == ("delegation_not_allowed", "alice",
+    assert (rec.reason, rec.subject, rec.agent) == ("delegation_not_allowed", ALICE,
                                                     f"{AGENTS}/outsider")
     assert rec.detail["subject_token_sha256"] and rec.detail["actor_token_sha256"]
 

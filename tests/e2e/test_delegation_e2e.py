@@ -130,7 +130,7 @@ def test_three_hops_over_real_http(writ: tuple[str, Path, str], idp: TestIssuer)
         # downstream, with the jwks library: JWKS through RFC 8414 metadata
         with JwksClient(issuer=url) as keys:
             claims = TxnTokenVerifier(keys, issuer=url, audience=TD).verify(token)
-        assert principal(claims) == "alice"
+        assert principal(claims) == f"{idp.issuer}#alice"
         assert claims.actor == SEARCH
         assert claims.actors == (PLANNER, MAILER, SEARCH)
         require_prior_actor(claims, PLANNER)
@@ -143,11 +143,11 @@ def test_three_hops_over_real_http(writ: tuple[str, Path, str], idp: TestIssuer)
         assert pyjwt.get_unverified_header(token)["typ"] == "txntoken+jwt"
         decoded = pyjwt.decode(token, signing_key.key, algorithms=["ES256"], audience=TD,
                                issuer=url, options={"require": ["exp", "iat", "sub", "jti"]})
-        assert decoded["sub"] == "alice"
+        assert decoded["sub"] == f"{idp.issuer}#alice"
         assert decoded["sub_id"] == {"format": "iss_sub", "iss": idp.issuer, "sub": "alice"}
         assert decoded["act"] == {"sub": SEARCH, "act": {"sub": MAILER, "act": {"sub": PLANNER}}}
         assert [hop["sub"] for hop in decoded["act_chain"]] == [PLANNER, MAILER]
-        assert decoded["req_wl"] == DEV_GATEWAY
+        assert decoded["req_wl"] == ",".join([DEV_GATEWAY] * 3)
         first = pyjwt.decode(planner["access_token"], signing_key.key, algorithms=["ES256"],
                              audience=TD, issuer=url)
         assert decoded["txn"] == first["txn"]

@@ -22,6 +22,7 @@ from tests.conftest import ISSUER, FrozenClock
 from tests.forge import forge, forge_raw, mutated_svid, raw_json
 from tests.idp import TestIssuer
 from tests.world import (
+    ALICE,
     IDP,
     MAIL_AUDIENCE,
     MAIL_TOOL,
@@ -58,7 +59,7 @@ def test_txn_token_on_behalf_of_user_exact(world: World, clock: FrozenClock,
     assert claims == {
         "iss": ISSUER, "aud": TD, "iat": t, "exp": t + 300,
         "txn": claims["txn"], "jti": claims["jti"],
-        "sub": "alice",
+        "sub": ALICE,
         "sub_id": {"format": "iss_sub", "iss": IDP, "sub": "alice"},
         "scope": "mail.send",
         "req_wl": DEV_GATEWAY,
@@ -66,6 +67,8 @@ def test_txn_token_on_behalf_of_user_exact(world: World, clock: FrozenClock,
         "tctx": {"purpose": "plans the user's errands"},
         "rctx": {"gateway_ip": "testclient", "env": "prod"},
         "agentic_ctx": {
+            "current_actor": PLANNER,
+            "originator": PLANNER,
             "prov": {"manifest_hash": planner.charter_hash},
             "identity": {"workload_id": PLANNER},
             "chain_metadata": {"hop_count": 1, "txn_path": [PLANNER]},
@@ -73,9 +76,9 @@ def test_txn_token_on_behalf_of_user_exact(world: World, clock: FrozenClock,
     }
     verified = TxnTokenVerifier(StaticKeys(world.jwks()), issuer=ISSUER, audience=TD,
                                 clock=clock).verify(token)
-    assert (verified.subject, verified.actor, verified.actor_chain) == ("alice", PLANNER, ())
+    assert (verified.subject, verified.actor, verified.actor_chain) == (ALICE, PLANNER, ())
     rec = token_rows(engine)[-1]
-    assert (rec.decision, rec.subject, rec.agent, rec.scope) == ("issued", "alice", PLANNER,
+    assert (rec.decision, rec.subject, rec.agent, rec.scope) == ("issued", ALICE, PLANNER,
                                                                  "mail.send")
     assert rec.detail["profile"] == "on_behalf_of"
     assert rec.detail["user_issuer"] == IDP
@@ -99,7 +102,7 @@ def test_jwt_subject_token_type_and_scp_array(world: World, clock: FrozenClock) 
         user, PLANNER, now, subject_token_type="urn:ietf:params:oauth:token-type:jwt"))
     assert r.status_code == 200, r.text
     assert r.json()["scope"] == "search.query"
-    assert decode(r.json()["access_token"])[1]["sub"] == "bob"
+    assert decode(r.json()["access_token"])[1]["sub"] == f"{IDP}#bob"
 
 
 def test_may_act_naming_the_agent_is_accepted(world: World, clock: FrozenClock) -> None:
@@ -125,7 +128,7 @@ def test_access_token_for_tool_exact(world: World, clock: FrozenClock, engine: E
     assert header == {"alg": "ES256", "kid": world.broker.keyring.signer().kid, "typ": "at+jwt"}
     t = int(now)
     assert claims == {
-        "iss": ISSUER, "exp": t + 60, "aud": MAIL_AUDIENCE, "sub": "alice",
+        "iss": ISSUER, "exp": t + 60, "aud": MAIL_AUDIENCE, "sub": ALICE,
         "client_id": DEV_GATEWAY, "iat": t, "jti": claims["jti"], "scope": "mail.send",
         "act": {"sub": PLANNER},
         "sub_id": {"format": "iss_sub", "iss": IDP, "sub": "alice"},
@@ -133,7 +136,7 @@ def test_access_token_for_tool_exact(world: World, clock: FrozenClock, engine: E
     # the tool verifies it with the jwks library ...
     verified = TxnTokenVerifier(StaticKeys(world.jwks()), issuer=ISSUER, audience=MAIL_AUDIENCE,
                                 typ=AT_JWT_TYP, clock=clock).verify(token)
-    assert (verified.subject, verified.actor) == ("alice", PLANNER)
+    assert (verified.subject, verified.actor) == (ALICE, PLANNER)
     # ... and with PyJWT, an independent JOSE library (RFC 9068 §4)
     key = pyjwt.PyJWK(world.jwks()["keys"][0])
     decoded = pyjwt.decode(token, key=key, algorithms=["ES256"], audience=MAIL_AUDIENCE,

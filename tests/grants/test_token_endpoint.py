@@ -114,10 +114,13 @@ def test_issues_txn_token_exact_wire(
         "sub": DEV_AGENT,
         "scope": "demo.read",
         "req_wl": DEV_GATEWAY,
-        "act": {"sub": DEV_AGENT},
         "tctx": {"purpose": "demo assistant"},
         "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "env": "prod"},
+        # agents-02 §3.2.2, RFC 8693 §4.1: the agent acts for itself, so no act; §3.6.1:
+        # current_actor and originator name it
         "agentic_ctx": {
+            "current_actor": DEV_AGENT,
+            "originator": DEV_AGENT,
             "prov": {"manifest_hash": agent.charter_hash},
             "identity": {"workload_id": DEV_AGENT},
             "chain_metadata": {"hop_count": 1, "txn_path": [DEV_AGENT]},
@@ -149,16 +152,35 @@ def test_issues_txn_token_exact_wire(
     assert token not in json.dumps(rec.detail)
 
 
-def test_scope_defaults_to_charter_and_ttl_is_capped(
-    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock
+def test_scope_is_required_and_ttl_is_capped(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock, engine: Engine
 ) -> None:
-    r = post_token(
-        client,
-        token_params(seeded, clock(), scope=None, request_details=json.dumps({"ttl_s": 86400})),
-    )
+    # draft-ietf-oauth-transaction-tokens-10 §Txn-Token Request: scope is REQUIRED; least
+    # privilege: never every charter scope by default
+    details = json.dumps({"ttl_s": 86400})
+    r = post_token(client, token_params(seeded, clock(), scope=None, request_details=details))
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request", "error_description": "scope is required"}
+    assert [(row.decision, row.reason, row.jti) for row in audit_rows(engine)
+            if row.kind == "token"] == [("denied", "scope_missing", None)]
+    r = post_token(client, token_params(seeded, clock(), scope="demo.read demo.write",
+                                        request_details=details))
     assert r.status_code == 200, r.text
     assert r.json()["scope"] == "demo.read demo.write"
     assert r.json()["expires_in"] == 300  # min(request, charter 300, server 900)
+
+
+def test_audience_may_be_repeated_with_the_trust_domain(
+    client: TestClient, seeded: DevTrustDomain, clock: FrozenClock
+) -> None:
+    # RFC 8693 §2.1: several audience parameters are allowed; one trust domain is served
+    r = post_token(client, token_params(seeded, clock()), raw_append="&audience=dev.writ.local")
+    assert r.status_code == 200, r.text
+    r = post_token(client, token_params(seeded, clock(), scope=None),
+                   raw_append="&scope=demo.read&scope=demo.write")
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request",
+                        "error_description": "parameter 'scope' is repeated"}
 
 
 def test_svid_cache_is_keyed_by_bytes_and_honours_exp(

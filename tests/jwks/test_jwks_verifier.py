@@ -170,6 +170,8 @@ def test_key_published_for_another_alg_is_bad_signature() -> None:
 def test_accept_vector(vector: dict[str, Any]) -> None:
     claims = make_verifier().verify(build(vector))
     assert claims.txn == REFUSALS["valid_claims"]["txn"]
+    if "actors" in vector:
+        assert list(claims.actors) == vector["actors"]
 
 
 def test_claims_value() -> None:

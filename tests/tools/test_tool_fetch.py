@@ -338,8 +338,7 @@ def test_registered_tool_lifecycle(live: tuple[TestClient, ToolServer], engine: 
 
     def ask() -> Any:
         details = json.dumps({"tool": url, "action": "send"})
-        return post_token(client, token_params(seeded, clock(), request_details=details,
-                                               scope=None))
+        return post_token(client, token_params(seeded, clock(), request_details=details))
 
     # the token path reads the snapshot only: nothing is fetched
     for _ in range(3):
