@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from broker.admin.tokens import ALL_SCOPES, AdminTokenCreate, create_admin_token
 from broker.audit.writer import AuditRecord
 from broker.cli.admin import register
+from broker.cli.issuers import issuers_app
+from broker.db import upgrade
 from jwks.client import JwksClient
 from jwks.errors import JwksFetchError
 from registry.errors import Conflict, NotFound
@@ -154,7 +156,10 @@ def test_cli_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     app = typer.Typer()
     register(app)
+    app.add_typer(issuers_app, name="issuers")
     runner = CliRunner()
+    (tmp_path / "data").mkdir()
+    upgrade(f"sqlite:///{tmp_path / 'data' / 'writ.db'}")
 
     def writ(*args: str) -> Any:
         return runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")])

@@ -1,5 +1,6 @@
 """The admin commands of ``writ`` over a fresh SQLite data dir: each command's happy path
-and error path, JSON on stdout, one-line errors on stderr with exit code 1."""
+and error path, JSON on stdout, one-line errors on stderr with exit code 1
+(tests/cli/test_cli_data_dir.py: a data dir without a database)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from broker.admin.tokens import PREFIX, authenticate_admin_token
 from broker.audit.writer import AuditRecord, verify_chain
 from broker.cli.admin import register
 from broker.cli.dev import DevTrustDomain
-from broker.db import make_engine
+from broker.db import make_engine, upgrade
 from broker.signing.envelope import encode_kek, generate_kek
 from registry.charter import Charter, charter_hash
 
@@ -37,10 +38,14 @@ def app() -> typer.Typer:
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data dir made by `writ db upgrade`: the admin commands create none."""
     for name in list(os.environ):
         if name.startswith("WRIT_"):
             monkeypatch.delenv(name)
-    return tmp_path / "data"
+    path = tmp_path / "data"
+    path.mkdir()
+    upgrade(f"sqlite:///{path / 'writ.db'}")
+    return path
 
 
 @pytest.fixture
@@ -365,7 +370,6 @@ def test_keys_need_a_kek(writ: Writ) -> None:
 
 
 def test_keys_read_a_dev_kek_file(writ: Writ) -> None:
-    writ.data_dir.mkdir(parents=True)
     (writ.data_dir / "kek").write_bytes(generate_kek())
     assert writ.json("keys", "list") == []
 
@@ -407,6 +411,7 @@ def test_database_url_from_environment(app: typer.Typer, data_dir: Path, db_url:
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """WRIT_DATABASE_URL names the database as for `writ serve` (PostgreSQL when set)."""
     monkeypatch.setenv("WRIT_DATABASE_URL", db_url)
+    upgrade(db_url)
     writ = Writ(app, data_dir)
     writ.ok("agents", "enroll", "--spiffe-id", AGENT, "--owner", "o", "--charter",
             str(charter_file))
