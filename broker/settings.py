@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     svid_leeway_s: int = Field(default=30, ge=0, le=120)
     svid_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # all request header names and values together; more answers 431 (docs/security.md)
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=64 * 1024)
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)

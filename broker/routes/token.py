@@ -104,7 +104,7 @@ def token_router(broker: Broker) -> APIRouter:
             if not grant_type:
                 raise InvalidRequest("grant_type is required", reason="grant_type_missing")
             client = broker.clients.authenticate(
-                params, authorization=request.headers.get("authorization"), snapshot=snapshot
+                params, authorization=request.headers.getlist("authorization"), snapshot=snapshot
             )
             gateway = client.gateway.client_id
             grant = broker.grants.get(grant_type)

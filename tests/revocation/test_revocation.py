@@ -172,7 +172,7 @@ def test_introspect_refuses_unauthenticated_callers(rs_client: TestClient,
     r = rs_client.post("/introspect", content=form(token=token),
                        headers={**FORM, "Authorization": "Basic cnM6c2VjcmV0"})
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == 'Bearer realm="introspect"'
+    assert r.headers["www-authenticate"] == 'Basic realm="writ", error="invalid_client"'
     # a registered gateway is not a resource server
     r = introspect(rs_client, seeded, token, caller=DEV_GATEWAY)
     assert r.status_code == 401
