@@ -123,6 +123,11 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
+        # forwarded headers are Writ's to judge (WRIT_TRUSTED_PROXIES): uvicorn's own
+        # handling would trust X-Forwarded-For from 127.0.0.1 by default
+        proxy_headers=False,
+        # the h11 parser's bound on a request head (httptools has none; the app bounds both)
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
     )
 
 

@@ -29,6 +29,8 @@ class TokenContext:
     new_id: Callable[[], str]
     peer_ip: str | None
     notes: dict[str, Any]  # what is known so far, for the audit record of a refusal
+    # "peer" (the TCP peer) or "forwarded" (by a trusted proxy): broker/routes/client_address.py
+    peer_ip_source: str = "peer"
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,8 @@ def test_issues_txn_token_exact_wire(
         "req_wl": DEV_GATEWAY,
         "act": {"sub": DEV_AGENT},
         "tctx": {"purpose": "demo assistant"},
-        "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "env": "prod"},
+        "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "gateway_ip_source": "peer",
+                 "env": "prod"},
         "agentic_ctx": {
             "prov": {"manifest_hash": agent.charter_hash},
             "identity": {"workload_id": DEV_AGENT},
