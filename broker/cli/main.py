@@ -115,6 +115,11 @@ def serve(
         "WRIT_DEV": "true" if settings.dev else "false",
     }
     os.environ.update(env)
+    http: Any
+    try:  # httptools with a bounded request head; else h11, bounded by its own setting
+        from broker.cli.serving import BoundedHttpToolsProtocol as http
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        http = "h11"
     uvicorn.run(
         "broker.asgi:create",
         factory=True,
@@ -126,7 +131,8 @@ def serve(
         # forwarded headers are Writ's to judge (WRIT_TRUSTED_PROXIES): uvicorn's own
         # handling would trust X-Forwarded-For from 127.0.0.1 by default
         proxy_headers=False,
-        # the h11 parser's bound on a request head (httptools has none; the app bounds both)
+        # the bound on a request head, for h11 and broker/cli/serving.py alike
+        http=http,
         h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
     )
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,34 @@ def test_large_request_heads_are_refused(extra: bytes, path: bytes,
     body = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert body["error"] == "invalid_request"
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200  # still serving
+
+
+def test_a_huge_header_is_cut_off_while_it_arrives(served: tuple[Server, Path]) -> None:
+    """httptools keeps no bound of its own: writ serve's protocol answers 431 once the head
+    passes its bound, long before 64 MiB arrive (broker/cli/serving.py)."""
+    server, _ = served
+    started = time.monotonic()
+    answer = raw_request(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                         + b"a" * 64 * 1024 * 1024 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:200]
+    assert b'"error": "invalid_request"' in answer
+    assert time.monotonic() - started < 8  # unbounded, httptools takes about 19 s here
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_bodies_and_pipelined_requests_are_not_counted_as_heads(
+        served: tuple[Server, Path]) -> None:
+    server, _ = served
+    body = b"grant_type=x&pad=" + b"b" * 60_000
+    head = (b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+            b"urlencoded\r\nContent-Length: " + str(len(body)).encode() + b"\r\n")
+    # head and a 60 KB body in one write: an answer from the app, not 431
+    answer = raw_request(server.url, head + b"Connection: close\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    # two pipelined requests in one write, the first with its body
+    answer = raw_request(server.url, head + b"\r\n" + body + b"GET /healthz HTTP/1.1\r\n"
+                         b"Host: x\r\nConnection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 ") == 2 and b"431" not in answer, answer[:400]
 
 
 def test_uvicorn_does_not_trust_forwarded_headers(served: tuple[Server, Path]) -> None:
