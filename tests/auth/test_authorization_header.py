@@ -289,3 +289,12 @@ def test_revoke_401s_carry_a_challenge(rs_client: TestClient,  # noqa: F811
         r = rs_client.post("/revoke", content=form(**params), headers=FORM)
         challenge_matches(r, "Client-Assertion")
         assert r.json()["error"] == "invalid_client"
+    # a well-formed header of a scheme /revoke does not take: that scheme's challenge
+    for scheme, credentials in (("Basic", "Z3c6c2VjcmV0"), ("Bearer", "abc"), ("DPoP", "x")):
+        r = rs_client.post("/revoke", content=form(token=token),
+                           headers={**FORM, "Authorization": f"{scheme} {credentials}"})
+        expected = f'{scheme} realm="writ", ' if scheme == "Basic" else f"{scheme} "
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == expected + 'error="invalid_client"'
+        assert r.json()["error"] == "invalid_client"
+    assert introspected(rs_client, seeded, token, clock())["active"] is True
