@@ -39,6 +39,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def make_data_dir(data_dir: Path) -> None:
+    """``writ serve`` and ``writ db upgrade`` create the data dir; a path that cannot be one
+    is a one-line error (exit 2), never a traceback."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise fail(f"cannot create the data dir {data_dir}: {err.strerror}", 2) from err
+
+
 def load_settings(**overrides: Any) -> Settings:
     from pydantic import ValidationError
 
@@ -70,7 +79,7 @@ def serve(
     from broker.db import make_engine, upgrade
 
     settings = load_settings(host=host, port=port, data_dir=data_dir, dev=dev or None)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     upgrade(settings.db_url)
     if settings.dev:
         from sqlmodel import Session
@@ -192,7 +201,7 @@ def db_upgrade(data_dir: DataDir = Path("writ-data")) -> None:
     from broker.db import upgrade
 
     settings = load_settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     upgrade(settings.db_url)
     typer.echo("database is at the latest revision", err=True)
 

@@ -224,3 +224,14 @@ def test_the_real_command_prints_one_line(args: list[str], tmp_path: Path) -> No
     lines = [ln for ln in done.stderr.splitlines() if "DSA" not in ln and "dsa." not in ln]
     assert len(lines) == 1 and lines[0].startswith("error: the data dir "), done.stderr
     assert not missing.exists()
+
+
+@pytest.mark.usefixtures("env")
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["serve"]])
+def test_a_data_dir_that_cannot_be_made_is_one_line(command: list[str], tmp_path: Path) -> None:
+    """The two commands that create a data dir say why they cannot, without a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    refuse([*command, "--data-dir", str(blocker / "sub")],
+           f"cannot create the data dir {blocker / 'sub'}: Not a directory")
+    assert blocker.read_text() == "x"
