@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.admin.decisions import decisions_router
@@ -18,7 +20,7 @@ from broker.admin.params import RefuseControlCharacterPaths
 from broker.admin.revocations import revocation_router
 from broker.admin.routes import admin_router
 from broker.admin.tool_routes import tools_router
-from broker.errors import InvalidRequest
+from broker.errors import InvalidRequest, MethodNotAllowed
 from broker.logs import configure_logging
 from broker.responses import oauth_error_response
 from broker.revocation.service import RevocationService
@@ -31,23 +33,31 @@ from broker.settings import Settings
 from broker.signing.routes import jwks_router
 
 MAX_HEADERS = 64
+#: the endpoints whose every answer is RFC 6749 §5.2 shaped JSON
+OAUTH_ENDPOINTS = frozenset({"/token", "/introspect", "/revoke"})
 
 
 class InputBounds:
-    """DESIGN §8: bounded header count and body size on every route."""
+    """DESIGN §8: bounded header count, header size and body size on every route."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int,
+                 max_header_bytes: int = 16 * 1024) -> None:
         self.app = app
         self.max_body = max_body_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
-        if len(headers) > MAX_HEADERS:
+        # RFC 6585 §5: 431 when one header or all of them together are too large
+        too_large = sum(len(name) + len(value) for name, value in headers) > self.max_header_bytes
+        if len(headers) > MAX_HEADERS or too_large:
             await JSONResponse(
-                {"error": "invalid_request", "error_description": "too many headers"},
+                {"error": "invalid_request",
+                 "error_description": "request headers too large" if too_large
+                 else "too many headers"},
                 431,
                 headers={"Cache-Control": "no-store"},
             )(scope, receive, send)
@@ -109,7 +119,17 @@ def create_app(
             headers={"Cache-Control": "no-store"},  # as every admin answer
         )
 
-    app.add_middleware(InputBounds, max_body_bytes=settings.max_body_bytes)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405 and request.url.path in OAUTH_ENDPOINTS:
+            # RFC 9110 §15.5.6: 405 names the allowed methods; the body is RFC 6749 §5.2 JSON
+            allow = (exc.headers or {}).get("Allow", "POST")
+            return oauth_error_response(MethodNotAllowed(
+                f"use {allow}", reason="method_not_allowed", headers={"Allow": allow}))
+        return await http_exception_handler(request, exc)
+
+    app.add_middleware(InputBounds, max_body_bytes=settings.max_body_bytes,
+                       max_header_bytes=settings.max_header_bytes)
     # one spelling per SPIFFE ID: no control character in a URL path (docs/security.md)
     app.add_middleware(RefuseControlCharacterPaths)
     return app

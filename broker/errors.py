@@ -29,9 +29,21 @@ class InvalidRequest(OAuthError):
     error = "invalid_request"
 
 
+class MethodNotAllowed(InvalidRequest):
+    # RFC 6749 §3.2: the token endpoint takes POST; a wrong method is a malformed request,
+    # answered 405 (RFC 9110 §15.5.6)
+    status_code = 405
+
+
 class InvalidClient(OAuthError):
     # RFC 6749 §5.2: 401 when the client attempted to authenticate via a scheme
     error = "invalid_client"
+    status_code = 401
+
+
+class InvalidToken(OAuthError):
+    # RFC 6750 §3.1: a bearer credential (at /introspect) expired, malformed or invalid
+    error = "invalid_token"
     status_code = 401
 
 

@@ -24,5 +24,21 @@ def json_response(
     )
 
 
+#: RFC 9110 §11.6.1: a 401 carries a challenge. A client assertion (RFC 7521 §4.2) travels in
+#: the body and no registered HTTP scheme names it, so Writ's challenge for it names its own.
+ASSERTION_SCHEME = "Client-Assertion"
+
+
+def challenge(scheme: str, error: str) -> dict[str, str]:
+    """A ``WWW-Authenticate`` field whose ``error`` is the body's (RFC 6750 §3 style);
+    RFC 7617 §2: a Basic challenge carries ``realm``."""
+    realm = 'realm="writ", ' if scheme.lower() == "basic" else ""
+    return {"WWW-Authenticate": f'{scheme} {realm}error="{error}"'}
+
+
 def oauth_error_response(err: OAuthError) -> Response:
-    return json_response(err.body(), status=err.status_code, headers={**NO_STORE, **err.headers})
+    headers = {**NO_STORE, **err.headers}
+    if err.status_code == 401 and "WWW-Authenticate" not in headers:
+        # RFC 9110 §15.5.2: every 401 names a challenge
+        headers.update(challenge(ASSERTION_SCHEME, err.error))
+    return json_response(err.body(), status=err.status_code, headers=headers)

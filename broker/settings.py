@@ -5,7 +5,9 @@ Nested settings use ``__``: ``WRIT_KEYS__ALG=ES384``. Nothing is built at import
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +53,11 @@ class Settings(BaseSettings):
     svid_max_lifetime_s: int = Field(default=3600, ge=60, le=86400)
     svid_max_audiences: int = Field(default=1, ge=1, le=16)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # all request header names and values together; more answers 431 (docs/security.md)
+    max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=64 * 1024)
+    # proxies (CIDRs) whose forwarded header names the client; default: none is trusted
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+    forwarded_header: Literal["x-forwarded-for", "forwarded", "x-real-ip"] = "x-forwarded-for"
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     max_json_depth: int = Field(default=8, ge=1, le=32)
     snapshot_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
@@ -73,6 +80,11 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     # tool metadata fetching (broker/tools/settings.py, WRIT_TOOLS_*)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(net, strict=False)) for net in value]
 
     @field_validator("issuer")
     @classmethod

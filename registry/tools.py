@@ -9,6 +9,7 @@ members are refused, and so is anything that looks like a secret, wherever it si
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -91,6 +92,11 @@ def check_tool_url(url: str) -> str:
     if not host or parts.netloc.endswith(":") or port == 0:
         raise ToolError("url_no_host" if not host else "url_bad_port",
                         "a tool URL needs a host and, if given, a port from 1 to 65535")
+    if _numeric_host(host) and not _canonical_ipv4(host):
+        # WHATWG URL "ends in a number": 0177.0.0.1, 0x7f.1, 127.1, 2130706433 are IPv4 to a
+        # URL parser and to inet_aton, a host name to others; one reading only
+        raise ToolError("url_ipv4_not_canonical", "a tool URL's IPv4 address must be four "
+                        "decimal numbers without leading zeros (a.b.c.d)")
     if not parts.path:
         raise ToolError("url_no_path", "a tool URL must have a path")
     for segment in parts.path.split("/"):
@@ -99,6 +105,21 @@ def check_tool_url(url: str) -> str:
             raise ToolError("url_dot_segment", "a tool URL must not contain '.' or '..' "
                             "path segments")
     return url
+
+
+def _numeric_host(host: str) -> bool:
+    """The last label is a number (decimal, or hex with 0x): an IPv4 address to the WHATWG
+    URL standard, whatever its form."""
+    last = host.rstrip(".").rsplit(".", 1)[-1].lower()
+    return last.isdigit() or (last.startswith("0x") and all(
+        c in "0123456789abcdef" for c in last[2:]))
+
+
+def _canonical_ipv4(host: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(host)) == host  # no leading zeros, no trailing dot
+    except ValueError:
+        return False
 
 
 def _https_url(value: str, what: str) -> str:

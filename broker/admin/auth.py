@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from broker.admin.tokens import AdminScope, AdminToken, authenticate_admin_token
+from broker.auth.authorization import MalformedAuthorization, parse_authorization
 from broker.runtime import Broker
 
 _bearer = HTTPBearer(auto_error=False, description="A Writ admin token (writ_adm_...).")
@@ -56,12 +57,19 @@ def require_scope(broker: Broker, scope: AdminScope) -> Callable[..., AdminToken
     """A dependency returning the caller's admin token row when it holds ``scope``."""
 
     def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        request: Request,
+        # declares the Bearer scheme in the OpenAPI document; the header is parsed below
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> AdminToken:
-        if credentials is None or not credentials.credentials:
+        try:
+            header = parse_authorization(request.headers.getlist("authorization"))
+        except MalformedAuthorization as err:
+            # RFC 6750 §3.1: a malformed credential is invalid_token, never guessed at
+            raise invalid_token("the Authorization header is malformed") from err
+        if header is None or not header.is_scheme("bearer"):
             raise invalid_token("an admin bearer token is required")
         with Session(broker.engine) as session:
-            row = authenticate_admin_token(session, credentials.credentials, now=broker.clock())
+            row = authenticate_admin_token(session, header.credentials, now=broker.clock())
         if row is None:
             raise invalid_token("the admin token is invalid, expired or revoked")
         if scope.value not in row.scopes:

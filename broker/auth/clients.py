@@ -8,15 +8,21 @@ the gateway's own JWT-SVID (draft-ietf-oauth-spiffe-client-auth) and RFC 7523
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from broker.auth.authorization import (
+    MalformedAuthorization,
+    parse_authorization,
+    require_one_method,
+)
 from broker.auth.svid import SvidError, SvidValidator, b64json, token_fingerprint
 from broker.errors import InvalidClient, InvalidRequest
+from broker.responses import challenge
 from jwks.jose import JoseRefused, TimeClaims, audience_values
 from jwks.keys import SVID_ALGORITHMS
 from registry.models import GatewayAuthMethod, Status
@@ -179,16 +185,26 @@ class ClientAuthenticator:
         return self._methods.get(assertion_type)
 
     def authenticate(
-        self, params: dict[str, str], *, authorization: str | None, snapshot: RegistrySnapshot
+        self, params: dict[str, str], *, authorization: str | Sequence[str] | None,
+        snapshot: RegistrySnapshot,
     ) -> AuthenticatedClient:
-        if authorization is not None:
+        """``authorization``: every ``Authorization`` field of the request (a second one is
+        malformed)."""
+        try:
+            header = parse_authorization(authorization)
+        except MalformedAuthorization as err:
+            raise InvalidClient("client authentication failed", reason=err.reason) from err
+        require_one_method(header, params)  # RFC 6749 §2.3
+        if header is not None:
             # RFC 6749 §5.2: 401 with WWW-Authenticate matching the scheme the client used
-            scheme = authorization.split(" ", 1)[0][:32] or "Basic"
             raise InvalidClient(
                 "client authentication failed",
                 reason="unsupported_auth_scheme",
-                headers={"WWW-Authenticate": f'{scheme} error="invalid_client"'},
+                headers=challenge(header.scheme, InvalidClient.error),
             )
+        if "client_secret" in params:
+            # no shared secrets: gateways authenticate with assertions only
+            raise InvalidClient("client authentication failed", reason="unsupported_auth_method")
         atype = params.get("client_assertion_type")
         assertion = params.get("client_assertion")
         if atype is None and assertion is None:

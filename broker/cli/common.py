@@ -1,7 +1,9 @@
 """What every ``writ`` admin command shares: options, the local database (migrated, with
 an audit writer), one-line errors, JSON output.
 
-Errors are one line on stderr and exit code 1.
+Errors are one line on stderr and exit code 1; a data dir or database that holds no Writ
+database exits 2, as a bad option does, and nothing is created (only ``writ serve`` and
+``writ db upgrade`` create one).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine, create_engine, inspect, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 from sqlmodel import Session
 
 from broker.audit.writer import AuditEvent, AuditUnavailable, AuditWriter
@@ -75,6 +78,57 @@ JwksFile = Annotated[Path | None, typer.Option(
 class CommandError(Exception):
     """A refusal worth one line on stderr."""
 
+    exit_code = 1
+
+
+class UsageError(CommandError):
+    """What the user named is not there (a data dir, a database): exit code 2."""
+
+    exit_code = 2
+
+
+#: Alembic's table: a database holding it was made by ``writ db upgrade`` or ``writ serve``.
+MIGRATION_TABLE = "alembic_version"
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse (exit 2) unless the settings name an existing Writ database; create nothing.
+
+    SQLite (the default): the data dir and its ``writ.db`` must exist. Any database: it must
+    hold Writ's migration table.
+    """
+    upgrade_hint = "`writ db upgrade` creates one"
+    where = "the database named by WRIT_DATABASE_URL"
+    if settings.database_url is None:
+        data_dir = settings.data_dir
+        if not data_dir.exists():
+            raise UsageError(f"the data dir {data_dir} does not exist; {upgrade_hint}")
+        if not data_dir.is_dir():
+            raise UsageError(f"the data dir {data_dir} is not a directory")
+        if not (data_dir / "writ.db").is_file():
+            raise UsageError(f"the data dir {data_dir} holds no Writ database; {upgrade_hint}")
+        where = f"the data dir {data_dir}"
+    url = make_url(settings.db_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        if not path.is_file():  # connecting would create the file
+            raise UsageError(f"{where} holds no Writ database; {upgrade_hint}")
+        # read-only: looking must not change the file (no WAL switch)
+        engine = create_engine(f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true")
+    else:
+        engine = make_engine(settings.db_url)
+    try:
+        with engine.connect() as conn:
+            found = inspect(conn).has_table(MIGRATION_TABLE)
+    except OperationalError:
+        raise  # unreachable or refused: "database unavailable" (exit 1)
+    except DatabaseError as err:  # e.g. a file that is not SQLite
+        raise UsageError(f"{where} holds no Writ database") from err
+    finally:
+        engine.dispose()
+    if not found:
+        raise UsageError(f"{where} holds no Writ database; {upgrade_hint}")
+
 
 def first_error(err: ValidationError) -> str:
     first = err.errors()[0]
@@ -85,10 +139,14 @@ def first_error(err: ValidationError) -> str:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn every expected failure into ``error: ...`` on stderr and exit code 1."""
+    """Turn every expected failure into ``error: ...`` on stderr and exit code 1 (2 for a
+    ``UsageError``)."""
+    code = 1
     try:
         yield
-    except (CommandError, RegistryError, JwksError) as err:
+    except CommandError as err:
+        message, code = str(err), err.exit_code
+    except (RegistryError, JwksError) as err:
         message = str(err)
     except ValidationError as err:
         message = f"invalid {err.title}: {first_error(err)}"
@@ -99,7 +157,7 @@ def one_line_errors() -> Iterator[None]:
     else:
         return
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 @dataclass
@@ -141,11 +199,11 @@ class Local:
 
 @contextmanager
 def open_local(data_dir: Path) -> Iterator[Local]:
-    """The database named by the settings, migrated; errors become one line on stderr."""
+    """The existing database named by the settings, migrated; errors become one line on
+    stderr."""
     with one_line_errors():
         settings = Settings(data_dir=data_dir)
-        if settings.database_url is None:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        require_database(settings)
         upgrade(settings.db_url)
         engine = make_engine(settings.db_url)
         try:

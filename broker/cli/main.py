@@ -34,9 +34,18 @@ DataDir = Annotated[
 ]
 
 
-def fail(message: str) -> typer.Exit:
+def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(code)
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """``writ serve`` and ``writ db upgrade`` create the data dir; a path that cannot be one
+    is a one-line error (exit 2), never a traceback."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise fail(f"cannot create the data dir {data_dir}: {err.strerror}", 2) from err
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -70,7 +79,7 @@ def serve(
     from broker.db import make_engine, upgrade
 
     settings = load_settings(host=host, port=port, data_dir=data_dir, dev=dev or None)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     upgrade(settings.db_url)
     if settings.dev:
         from sqlmodel import Session
@@ -115,6 +124,11 @@ def serve(
         "WRIT_DEV": "true" if settings.dev else "false",
     }
     os.environ.update(env)
+    http: Any
+    try:  # httptools with a bounded request head; else h11, bounded by its own setting
+        from broker.cli.serving import BoundedHttpToolsProtocol as http
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+        http = "h11"
     uvicorn.run(
         "broker.asgi:create",
         factory=True,
@@ -123,15 +137,25 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
+        # forwarded headers are Writ's to judge (WRIT_TRUSTED_PROXIES): uvicorn's own
+        # handling would trust X-Forwarded-For from 127.0.0.1 by default
+        proxy_headers=False,
+        # the bound on a request head, for h11 and broker/cli/serving.py alike
+        http=http,
+        h11_max_incomplete_event_size=settings.max_header_bytes + 8192,
     )
 
 
 def _dev_trust_domain(data_dir: Path) -> Any:
+    """The dev trust domain ``writ serve --dev`` made; dev helpers never create one."""
     from broker.cli.dev import DevTrustDomain
 
-    if not (data_dir / "dev-trust-domain.jwk").exists():
+    if not data_dir.is_dir():
+        raise fail(f"the data dir {data_dir} does not exist; `writ serve --dev` creates one", 2)
+    if not (data_dir / "dev-trust-domain.jwk").is_file():
         raise fail(
-            f"dev mode is not on for {data_dir}: run `writ serve --dev --data-dir {data_dir}` first"
+            f"dev mode is not on for {data_dir}: run `writ serve --dev --data-dir {data_dir}` "
+            "first", 2,
         )
     return DevTrustDomain.load_or_create(data_dir)
 
@@ -184,7 +208,7 @@ def db_upgrade(data_dir: DataDir = Path("writ-data")) -> None:
     from broker.db import upgrade
 
     settings = load_settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     upgrade(settings.db_url)
     typer.echo("database is at the latest revision", err=True)
 
@@ -193,11 +217,17 @@ def db_upgrade(data_dir: DataDir = Path("writ-data")) -> None:
 def audit_verify(data_dir: DataDir = Path("writ-data")) -> None:
     """Walk the hash chain; name the first record altered, removed or reordered."""
     from broker.audit.writer import verify_chain
+    from broker.cli.common import one_line_errors, require_database
     from broker.db import make_engine
 
-    engine = make_engine(load_settings(data_dir=data_dir).db_url)
-    verdict = verify_chain(engine)
-    engine.dispose()
+    with one_line_errors():  # reads only: no migration
+        settings = Settings(data_dir=data_dir)
+        require_database(settings)
+        engine = make_engine(settings.db_url)
+        try:
+            verdict = verify_chain(engine)
+        finally:
+            engine.dispose()
     if not verdict.ok:
         raise fail(
             f"audit chain broken at record {verdict.first_bad_seq}: {verdict.problem} "
@@ -215,17 +245,25 @@ def audit_export(
 ) -> None:
     """Write every audit record as JSON lines."""
     from broker.audit.writer import iter_records
+    from broker.cli.common import CommandError, one_line_errors, require_database
     from broker.db import make_engine
 
-    engine = make_engine(load_settings(data_dir=data_dir).db_url)
-    sink = out.open("w") if out else sys.stdout
-    try:
-        for row in iter_records(engine):
-            sink.write(json.dumps(row, sort_keys=True) + "\n")
-    finally:
-        if out:
-            sink.close()
-        engine.dispose()
+    with one_line_errors():  # reads only: no migration
+        settings = Settings(data_dir=data_dir)
+        require_database(settings)
+        engine = make_engine(settings.db_url)
+        try:
+            sink = out.open("w") if out else sys.stdout
+        except OSError as err:
+            engine.dispose()
+            raise CommandError(f"cannot write {out}: {err.strerror}") from err
+        try:
+            for row in iter_records(engine):
+                sink.write(json.dumps(row, sort_keys=True) + "\n")
+        finally:
+            if out:
+                sink.close()
+            engine.dispose()
 
 
 def _register_admin() -> None:
@@ -246,8 +284,14 @@ _register_admin()
 
 
 def main() -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         app()
     except httpx.HTTPError as err:
         typer.echo(f"error: {type(err).__name__}: {err}", err=True)
+        sys.exit(1)
+    except SQLAlchemyError as err:
+        # never a traceback (or a URL with its password) for a database the user named
+        typer.echo(f"error: database unavailable: {type(err).__name__}", err=True)
         sys.exit(1)

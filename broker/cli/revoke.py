@@ -40,6 +40,7 @@ from broker.cli.common import (
     print_json,
     read_json_object,
     remove_one,
+    require_database,
     set_status,
     show_one,
 )
@@ -233,7 +234,9 @@ def audit_query(
         raise typer.BadParameter("--order must be asc or desc")
     direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
     with one_line_errors():  # reads only: no migration, like audit verify and export
-        engine = make_engine(Settings(data_dir=data_dir).db_url)
+        settings = Settings(data_dir=data_dir)
+        require_database(settings)
+        engine = make_engine(settings.db_url)
         where = AuditFilter(agent=agent, subject=subject, gateway=gateway, tool=tool, txn=txn,
                             jti=jti, kind=kind, decision=decision, since=since, until=until)
         try:

@@ -46,7 +46,8 @@ class AutonomousAgentProfile:
         assert d.agent is not None and d.agent_id is not None
         context = d.context
         now = int(ctx.now)
-        rctx = {"req_ip": context.client_ip, "gateway_ip": ctx.peer_ip, "env": context.environment}
+        rctx = {"req_ip": context.client_ip, "gateway_ip": ctx.peer_ip,
+                "gateway_ip_source": ctx.peer_ip_source, "env": context.environment}
         plan = TxnTokenPlan(
             issuer=ctx.issuer,
             audience=d.audience,

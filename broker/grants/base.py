@@ -31,6 +31,8 @@ class TokenContext:
     peer_ip: str | None
     notes: dict[str, Any]  # what is known so far, for the audit record of a refusal
     profile: TokenProfile = TokenProfile.writ  # WRIT_TOKEN_PROFILE
+    # "peer" (the TCP peer) or "forwarded" (by a trusted proxy): broker/routes/client_address.py
+    peer_ip_source: str = "peer"
 
 
 @dataclass(frozen=True, slots=True)

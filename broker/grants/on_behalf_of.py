@@ -173,6 +173,7 @@ class OnBehalfOfProfile:
             )
         else:
             rctx = {"req_ip": d.context.client_ip, "gateway_ip": ctx.peer_ip,
+                    "gateway_ip_source": ctx.peer_ip_source,
                     "env": d.context.environment}
             issued = issue_txn_token(
                 ctx,

@@ -126,7 +126,7 @@ class ReplacementProfile:
         gateway = client.gateway.client_id
         now = int(ctx.now)
         rctx = {"req_ip": d.context.client_ip, "gateway_ip": ctx.peer_ip,
-                "env": d.context.environment}
+                "gateway_ip_source": ctx.peer_ip_source, "env": d.context.environment}
         earlier = earlier_actors(parent)
         plan = TxnTokenPlan(
             issuer=ctx.issuer,

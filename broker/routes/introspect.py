@@ -16,10 +16,16 @@ import logging
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
+from broker.auth.authorization import (
+    Credentials,
+    MalformedAuthorization,
+    parse_authorization,
+    require_one_method,
+)
 from broker.auth.resource_servers import ResourceServerView
 from broker.auth.svid import SvidError
-from broker.errors import InvalidClient, OAuthError
-from broker.responses import NO_STORE, json_response, oauth_error_response
+from broker.errors import InvalidClient, InvalidToken, OAuthError
+from broker.responses import NO_STORE, challenge, json_response, oauth_error_response
 from broker.revocation.introspection import introspection_body
 from broker.revocation.service import RevocationService
 from broker.routes.token import read_form, token_parameter
@@ -31,25 +37,25 @@ log = logging.getLogger("writ.introspect")
 INTROSPECTIONS = Counter("writ_introspections_total", "POST /introspect answers", ["result"])
 
 
-def _bearer_failed(reason: str) -> InvalidClient:
-    # RFC 6750 §3.1: a bad bearer credential is invalid_token with a Bearer challenge
-    return InvalidClient("client authentication failed", reason=reason,
-                         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+def _bearer_failed(reason: str) -> InvalidToken:
+    # RFC 7662 §2.3 and RFC 6750 §3.1: a bad bearer credential is invalid_token, in the body
+    # and in the Bearer challenge alike
+    return InvalidToken("client authentication failed", reason=reason,
+                        headers=challenge("Bearer", InvalidToken.error))
 
 
 def introspect_router(broker: Broker, service: RevocationService) -> APIRouter:
     router = APIRouter()
 
-    def by_bearer(authorization: str) -> ResourceServerView:
-        scheme, _, credential = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not credential.strip():
+    def by_bearer(header: Credentials) -> ResourceServerView:
+        if not header.is_scheme("bearer"):
             # no shared secrets: Basic and every other scheme are refused
             raise InvalidClient(
                 "client authentication failed", reason="unsupported_auth_scheme",
-                headers={"WWW-Authenticate": 'Bearer realm="introspect"'},
+                headers=challenge(header.scheme, InvalidClient.error),
             )
         try:
-            svid = broker.svids.validate(credential.strip(), (broker.issuer,))
+            svid = broker.svids.validate(header.credentials, (broker.issuer,))
         except SvidError as err:
             raise _bearer_failed(f"bearer_{err.reason}") from err
         rs = service.resource_servers.get(svid.spiffe_id)
@@ -73,8 +79,12 @@ def introspect_router(broker: Broker, service: RevocationService) -> APIRouter:
         caller: str | None = None
         try:
             params = await read_form(request, broker.settings.max_body_bytes)
-            authorization = request.headers.get("authorization")
-            rs = by_bearer(authorization) if authorization else by_assertion(params)
+            try:
+                header = parse_authorization(request.headers.getlist("authorization"))
+            except MalformedAuthorization as err:
+                raise _bearer_failed(err.reason) from err
+            require_one_method(header, params)  # RFC 6749 §2.3
+            rs = by_bearer(header) if header else by_assertion(params)
             caller = rs.client_id
             token = token_parameter(params)
         except OAuthError as err:

@@ -61,7 +61,7 @@ def revoke_router(broker: Broker, service: RevocationService) -> APIRouter:
         try:
             params = await read_form(request, broker.settings.max_body_bytes)
             client = service.revoke_clients.authenticate(
-                params, authorization=request.headers.get("authorization"),
+                params, authorization=request.headers.getlist("authorization"),
                 snapshot=broker.snapshot,
             )
             gateway = client.gateway.client_id

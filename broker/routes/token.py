@@ -23,6 +23,7 @@ from broker.errors import (
 )
 from broker.grants.base import TokenContext
 from broker.responses import NO_STORE, json_response, oauth_error_response
+from broker.routes.client_address import ProxyPolicy
 from broker.runtime import Broker
 
 log = logging.getLogger("writ.token")
@@ -77,12 +78,16 @@ def token_parameter(params: dict[str, str]) -> str:
 def token_router(broker: Broker) -> APIRouter:
     router = APIRouter()
     settings = broker.settings
+    proxies = ProxyPolicy.of(settings.trusted_proxies, settings.forwarded_header)
 
     @router.post("/token", include_in_schema=True, summary="RFC 8693 token exchange")
     async def token(request: Request) -> Response:
         started = time.perf_counter()
         now = broker.clock()
         snapshot = broker.snapshot
+        # rctx.gateway_ip: the peer, or what a trusted proxy forwarded
+        address = proxies.client_address(request.client.host if request.client else None,
+                                         request.headers.getlist(proxies.header))
         ctx = TokenContext(
             issuer=broker.issuer,
             trust_domain=settings.trust_domain,
@@ -93,9 +98,10 @@ def token_router(broker: Broker) -> APIRouter:
             max_json_depth=settings.max_json_depth,
             now=now,
             new_id=broker.new_id,
-            peer_ip=request.client.host if request.client else None,
+            peer_ip=address.ip,
             notes={},
             profile=settings.token_profile,
+            peer_ip_source=address.source,
         )
         gateway: str | None = None
         grant_type: str | None = None
@@ -105,7 +111,7 @@ def token_router(broker: Broker) -> APIRouter:
             if not grant_type:
                 raise InvalidRequest("grant_type is required", reason="grant_type_missing")
             client = broker.clients.authenticate(
-                params, authorization=request.headers.get("authorization"), snapshot=snapshot
+                params, authorization=request.headers.getlist("authorization"), snapshot=snapshot
             )
             gateway = client.gateway.client_id
             grant = broker.grants.get(grant_type)

@@ -264,6 +264,8 @@ class ToolFetcher:
                 cache_control = response.headers.get("cache-control")
         except ToolFetchError:
             raise
+        except httpx.InvalidURL as err:  # not an HTTPError: a host httpx cannot read
+            raise ToolFetchError("url_malformed", "the tool URL's host cannot be read") from err
         except (httpcore.TimeoutException, httpx.TimeoutException) as err:
             raise ToolFetchError("timeout", "the tool's metadata host did not answer in time"
                                  ) from err

@@ -97,7 +97,8 @@ def test_replacement_exact(world: World, clock: FrozenClock, engine: Engine) -> 
         "act": {"sub": MAILER, "act": {"sub": PLANNER}},
         "act_chain": [{"sub": PLANNER, "iat": p["iat"]}],
         "tctx": p["tctx"],  # carried over unchanged
-        "rctx": {"req_ip": "192.0.2.9", "gateway_ip": "testclient", "env": "prod"},
+        "rctx": {"req_ip": "192.0.2.9", "gateway_ip": "testclient", "gateway_ip_source": "peer",
+                 "env": "prod"},
         "agentic_ctx": {
             # agents-02 §3.6.1: the delegate acts now; the planner started
             "current_actor": MAILER,

@@ -6,7 +6,6 @@ PostgreSQL, and HAProxy balances both replicas with a ``/readyz`` check."""
 from __future__ import annotations
 
 import base64
-import inspect
 import ipaddress
 import json
 import os
@@ -305,18 +304,13 @@ def test_dockerfile() -> None:
 
 
 def test_environment_names_real_settings(services: dict[str, Any]) -> None:
-    import uvicorn.config
-
     names = setting_env_names()
     assert "WRIT_KEYS_KEK" in names and "WRIT_DATABASE_URL" in names
     for name, svc in writ_services(services).items():
         for var in svc["environment"]:
-            if var.startswith("WRIT_"):
-                assert var in names, f"{name}: {var} is not a Writ setting"
-            else:
-                # uvicorn's own variable: whom to trust for X-Forwarded-For
-                assert var == "FORWARDED_ALLOW_IPS", f"{name}: unexpected variable {var}"
-                assert var in inspect.getsource(uvicorn.config)
+            # only Writ's settings: whom to trust for X-Forwarded-For is one of them
+            assert var.startswith("WRIT_"), f"{name}: unexpected variable {var}"
+            assert var in names, f"{name}: {var} is not a Writ setting"
 
 
 def test_the_environment_makes_valid_settings(
@@ -414,4 +408,4 @@ def test_haproxy_balances_both_replicas(services: dict[str, Any], compose: dict[
     subnet = compose["networks"]["writ"]["ipam"]["config"][0]["subnet"]
     assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
     for name in REPLICAS:
-        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == address
+        assert json.loads(services[name]["environment"]["WRIT_TRUSTED_PROXIES"]) == [address]

@@ -131,6 +131,6 @@ def test_dev_helpers_refused_outside_dev_mode(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error (tests/cli/test_cli_data_dir.py)
     assert "dev mode is not on" in result.stderr
     assert result.stdout == ""

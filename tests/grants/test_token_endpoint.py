@@ -115,7 +115,8 @@ def test_issues_txn_token_exact_wire(
         "scope": "demo.read",
         "req_wl": DEV_GATEWAY,
         "tctx": {"purpose": "demo assistant"},
-        "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "env": "prod"},
+        "rctx": {"req_ip": "203.0.113.7", "gateway_ip": "testclient", "gateway_ip_source": "peer",
+                 "env": "prod"},
         # agents-02 §3.2.2, RFC 8693 §4.1: the agent acts for itself, so no act; §3.6.1:
         # current_actor and originator name it
         "agentic_ctx": {
@@ -240,6 +241,8 @@ def test_refusals(
     assert set(body) == {"error", "error_description"}
     assert body["error"] == vector["error"]
     assert "eyJ" not in body["error_description"]
+    if r.status_code == 401:  # RFC 9110 §15.5.2: a challenge, naming the body's error
+        assert f'error="{body["error"]}"' in r.headers["www-authenticate"]
     rows = [row for row in audit_rows(engine) if row.kind == "token"]
     assert [(row.decision, row.reason) for row in rows] == [("denied", vector["reason"])]
     assert rows[0].jti is None and rows[0].txn is None  # nothing was minted
@@ -306,10 +309,11 @@ def test_too_many_headers_refused(client: TestClient, seeded: DevTrustDomain,
 
 def test_authorization_header_gets_www_authenticate(client: TestClient, seeded: DevTrustDomain,
                                                     clock: FrozenClock) -> None:
-    r = post_token(client, token_params(seeded, clock()),
-                   headers={"Authorization": "Basic Z3c6c2VjcmV0"})
+    params = token_params(seeded, clock(), client_assertion=None, client_assertion_type=None)
+    r = post_token(client, params, headers={"Authorization": "Basic Z3c6c2VjcmV0"})
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == 'Basic error="invalid_client"'
+    # RFC 6749 §5.2: the scheme the client used; RFC 7617 §2: Basic names a realm
+    assert r.headers["www-authenticate"] == 'Basic realm="writ", error="invalid_client"'
 
 
 def test_gateway_token_types_deny_by_default(client: TestClient, seeded: DevTrustDomain,

@@ -172,11 +172,13 @@ def test_introspect_refuses_unauthenticated_callers(rs_client: TestClient,
     r = rs_client.post("/introspect", content=form(token=token),
                        headers={**FORM, "Authorization": "Basic cnM6c2VjcmV0"})
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == 'Bearer realm="introspect"'
+    assert r.headers["www-authenticate"] == 'Basic realm="writ", error="invalid_client"'
     # a registered gateway is not a resource server
     r = introspect(rs_client, seeded, token, caller=DEV_GATEWAY)
     assert r.status_code == 401
-    assert r.json()["error"] == "invalid_client"
+    # RFC 7662 §2.3: a bearer credential that fails is invalid_token, as its challenge says
+    assert r.json()["error"] == "invalid_token"
+    assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'
     # an SVID for another audience
     svid = seeded.mint_svid(RS, "https://elsewhere.example", now=T0)
     r = rs_client.post("/introspect", content=form(token=token),
