@@ -39,6 +39,14 @@ class ToolRecord(SQLModel, table=True):
     fetched_at: float | None = None
     fresh_until: float | None = None
     usable_until: float | None = None
+    # a fetched document that changes something security-relevant waits here for a
+    # registrar's approval (docs/tools.md "Refresh is not a silent redirect")
+    pending_document: dict[str, Any] | None = Field(default=None,
+                                                    sa_column=Column(JSON, nullable=True))
+    pending_hash: str | None = Field(default=None, max_length=80)
+    pending_changes: list[str] | None = Field(default=None,
+                                              sa_column=Column(JSON, nullable=True))
+    pending_since: float | None = None
     created_by: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0

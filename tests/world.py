@@ -49,6 +49,8 @@ MAIL_TOOL = "https://tools.example.com/mail"
 MAIL_AUDIENCE = "https://mail.example.com"
 TXN_TOOL = "https://tools.example.com/calendar"
 USER_SCOPE = "mail.read mail.send search.query plan.write"
+#: the client the test issuer's tokens name (tests/idp.py), allowed for it
+USER_CLIENT = "webapp"
 
 CHARTERS: dict[str, dict[str, Any]] = {
     PLANNER: {"purpose": "plans the user's errands", "max_ttl_s": 300,
@@ -87,7 +89,8 @@ TXN_TOOL_DOC = {
 
 def build_world(session: Session, idp: TestIssuer, now: float) -> None:
     create_issuer(session, TrustedIssuerCreate(
-        issuer=idp.issuer, audiences=[idp.audience], algorithms=[idp.alg]), now=now, by="test")
+        issuer=idp.issuer, audiences=[idp.audience], algorithms=[idp.alg],
+        allowed_clients=[USER_CLIENT], agent_namespaces=[f"{AGENTS}/**"]), now=now, by="test")
     for spiffe_id, charter in CHARTERS.items():
         store.create_agent(session, AgentCreate(
             spiffe_id=spiffe_id, owner="test", charter=Charter.model_validate(charter)),
@@ -215,8 +218,8 @@ def open_world(settings: Settings, engine: Engine, td: DevTrustDomain, clock: An
         build_world(session, idp, clock())
     app = create_app(settings, engine=engine, clock=clock)
     broker = app.state.broker
-    broker.auth.user_tokens.prefetch = False
-    broker.auth.user_tokens.use_http(httpx.Client(transport=idp.transport()))
+    broker.user_tokens.prefetch = False
+    broker.user_tokens.use_http(httpx.Client(transport=idp.transport()))
     with TestClient(app, base_url=ISSUER) as client:
         yield World(client, broker, Requests(td, ISSUER), idp, clock, engine)
 

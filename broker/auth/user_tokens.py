@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -61,6 +62,8 @@ class UserToken:
     may_act: Mapping[str, Any] | None
     expires_at: float
     fingerprint: str
+    # the verified claims, for the binding checks (broker/decision/user_binding.py)
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
@@ -271,6 +274,7 @@ class UserTokenValidator:
             may_act=may_act,
             expires_at=exp,
             fingerprint=fingerprint,
+            claims=MappingProxyType(dict(claims)),
         )
 
     def _key(self, view: IssuerView, kid: str) -> AnyKey:

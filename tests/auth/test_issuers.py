@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from broker.admin.tokens import ALL_SCOPES, AdminTokenCreate, create_admin_token
 from broker.audit.writer import AuditRecord
 from broker.cli.admin import register
+from broker.cli.issuers import issuers_app
 from jwks.client import JwksClient
 from jwks.errors import JwksFetchError
 from registry.errors import Conflict, NotFound
@@ -39,7 +40,8 @@ from tests.idp import TestIssuer
 IDP = "https://idp.example.com/realms/acme"
 BODY = {"issuer": IDP, "audiences": ["writ"], "algorithms": ["RS256", "ES256"]}
 PUBLIC = {"issuer": IDP, "description": "", "discovery": "oidc", "jwks_uri": None,
-          "audiences": ["writ"], "algorithms": ["RS256", "ES256"], "created_by": "",
+          "audiences": ["writ"], "algorithms": ["RS256", "ES256"],
+          "allowed_clients": [], "agent_namespaces": [], "created_by": "",
           "created_at": T0, "updated_at": T0}
 
 
@@ -154,6 +156,7 @@ def test_cli_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     app = typer.Typer()
     register(app)
+    app.add_typer(issuers_app, name="issuers")
     runner = CliRunner()
 
     def writ(*args: str) -> Any:
@@ -176,6 +179,21 @@ def test_cli_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                   "HS256")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: invalid TrustedIssuerCreate: algorithms:")
+    # docs/delegation.md "Binding user tokens": both lists replaced in place
+    result = writ("issuers", "update", IDP, "--allowed-client", "webapp",
+                  "--allowed-client", "mobile", "--agent-namespace", "spiffe://td/agents/**")
+    assert result.exit_code == 0, result.stderr
+    updated = json.loads(result.stdout)
+    assert (updated["allowed_clients"], updated["agent_namespaces"]) == (
+        ["webapp", "mobile"], ["spiffe://td/agents/**"])
+    result = writ("issuers", "update", IDP, "--agent-namespace", "not a pattern")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid TrustedIssuerUpdate: agent_namespaces:")
+    result = writ("issuers", "update", IDP, "--allowed-client", "two words")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid TrustedIssuerUpdate: allowed_clients:")
+    assert json.loads(writ("issuers", "show", IDP).stdout)["allowed_clients"] == [
+        "webapp", "mobile"]
     result = writ("issuers", "remove", IDP)
     assert result.exit_code == 0
     assert result.stderr == f"issuer {IDP} removed\n"
