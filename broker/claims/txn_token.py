@@ -17,6 +17,9 @@ class Hop:
 
     sub: str
     iat: int
+    # the jti of the token this actor held: a derived token names its ancestors, so
+    # revoking one reaches its replacements (docs/revocation.md)
+    jti: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,8 @@ def build_txn_claims(plan: TxnTokenPlan) -> dict[str, Any]:
         },
     }
     if plan.earlier_actors:
-        claims["act_chain"] = [{"sub": h.sub, "iat": h.iat} for h in plan.earlier_actors]
+        claims["act_chain"] = [{"sub": h.sub, "iat": h.iat, **({"jti": h.jti} if h.jti else {})}
+                               for h in plan.earlier_actors]
     if plan.subject_id is not None:
         claims["sub_id"] = dict(plan.subject_id)
     return claims

@@ -115,7 +115,8 @@ def earlier_actors(parent: TxnTokenClaims) -> tuple[Hop, ...]:
     with the time it was issued its token."""
     if parent.actor is None:
         raise InvalidRequest("the parent Txn-Token names no actor", reason="subject_token_no_act")
-    return (*(Hop(h.sub, h.iat) for h in parent.actor_chain), Hop(parent.actor, parent.issued_at))
+    return (*(Hop(h.sub, h.iat, h.jti) for h in parent.actor_chain),
+            Hop(parent.actor, parent.issued_at, parent.jti))
 
 
 def replacement_expiry(now: int, ttl_s: int, parent_exp: int) -> int:

@@ -19,6 +19,7 @@ from broker.auth.clients import AuthenticatedClient
 from broker.auth.own_tokens import OwnTxnTokens
 from broker.auth.svid import token_fingerprint
 from broker.claims.txn_token import TxnTokenPlan
+from broker.decision.chain_status import chain_gate
 from broker.decision.delegation import (
     DEFAULT_MAX_HOPS,
     check_delegation,
@@ -88,6 +89,7 @@ def _gates(parent: TxnTokenClaims, max_hops: int) -> tuple[Gate, ...]:
     out: list[Gate] = []
     for gate in AGENT_GATES:
         if gate[0] == "bounds":
+            out.append(chain_gate(parent))  # the kill switch reaches the whole chain
             out.append(delegation_gate(parent, max_hops))
         out.append(gate)
     return (*out, parent_gate(parent))

@@ -68,6 +68,8 @@ class TokenFacts:
     actors: tuple[str, ...] = ()
     gateway: str | None = None
     subject: str | None = None
+    #: jtis of the tokens this one was derived from (``act_chain[].jti``), oldest first
+    ancestors: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, token: Mapping[str, Any] | TxnTokenClaims | TokenFacts) -> TokenFacts:
@@ -81,6 +83,7 @@ class TokenFacts:
             actors=_actors(claims),
             gateway=_str(claims.get("req_wl")),
             subject=_str(claims.get("sub")),
+            ancestors=_ancestors(claims),
         )
 
 
@@ -110,6 +113,15 @@ def _actors(claims: Mapping[str, Any]) -> tuple[str, ...]:
             if isinstance(hop, Mapping) and (sub := _str(hop.get("sub"))):
                 found.append(sub)
     return tuple(dict.fromkeys(found))
+
+
+def _ancestors(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The jtis ``act_chain`` records: revoking one of them revokes this token too."""
+    chain = claims.get("act_chain")
+    if not isinstance(chain, list | tuple):
+        return ()
+    return tuple(jti for hop in chain[:_MAX_ACT_DEPTH]
+                 if isinstance(hop, Mapping) and (jti := _str(hop.get("jti"))))
 
 
 _Index = Mapping[RevocationKind, Mapping[str, RevocationEntry]]
@@ -166,6 +178,8 @@ class RevocationSet:
             (RevocationKind.gateway, facts.gateway),
             (RevocationKind.subject, facts.subject),
             *((RevocationKind.agent, a) for a in facts.actors),
+            # a token derived from a revoked one (docs/revocation.md "Replacements")
+            *((RevocationKind.jti, j) for j in facts.ancestors),
         )
         for kind, value in candidates:
             if value is None:
