@@ -10,6 +10,10 @@ Two gates for the on-behalf-of profiles, placed by ``with_user_binding``:
 - ``tenancy`` (after enrollment): the agent lies in the issuer's ``agent_namespaces``
   (deny by default: none), and, when the charter has ``acts_for``, one entry matches the
   user's issuer, ``sub`` and required claims.
+
+A replacement checks the delegate's ``tenancy`` too (``replacement_tenancy_gate``), on what
+the parent Txn-Token carries (``sub_id``): the user's claims are not in it, so an
+``acts_for`` entry that requires claims cannot admit a delegate (deny by default).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+from broker.decision.delegation import parent_subject_id
 from broker.decision.gates import Decision, Gate
 from broker.errors import AccessDenied, InvalidRequest
+from jwks.claims import TxnTokenClaims
 from registry.charter import ActsFor, Charter, ClaimValue
 from registry.issuers import IssuerView
 from registry.namespace import within
@@ -154,3 +160,27 @@ def with_user_binding(gates: tuple[Gate, ...], user: BoundUser) -> tuple[Gate, .
         if gate[0] == "enrollment":
             out.append(("tenancy", tenancy_gate))
     return tuple(out)
+
+
+def replacement_tenancy_gate(parent: TxnTokenClaims) -> Gate:
+    """The delegate may act for the transaction's user as the first agent had to: its
+    issuer still trusted and serving the delegate, the delegate's ``acts_for`` admitting
+    the user. A transaction of an autonomous agent (no user) passes."""
+
+    def gate(d: Decision) -> str:
+        assert d.agent_id is not None
+        sub_id = parent_subject_id(parent)
+        if sub_id is None:
+            if parent.subject.startswith("spiffe://"):
+                return "the transaction acts for no user"
+            # fail closed: a user principal Writ cannot place under an issuer
+            raise AccessDenied("the transaction's user cannot be bound to an issuer",
+                               reason="tenancy_unknown_user")
+        view = d.snapshot.issuers.get(sub_id["iss"])
+        if view is None:
+            raise AccessDenied("the user's issuer is no longer trusted",
+                               reason="issuer_not_trusted")
+        return check_tenancy(NamedUser(sub_id["iss"], sub_id["sub"]), view, d.agent_id,
+                             d.charter)
+
+    return ("tenancy", gate)

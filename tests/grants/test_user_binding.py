@@ -23,7 +23,17 @@ from registry.charter import ActsFor, Charter
 from registry.issuers import TrustedIssuerUpdate, update_issuer
 from registry.models import AgentUpdate
 from tests.conftest import FrozenClock
-from tests.world import CHARTERS, IDP, PLANNER, USER_CLIENT, World, decode, token_rows
+from tests.world import (
+    CHARTERS,
+    IDP,
+    MAILER,
+    PLANNER,
+    SEARCH,
+    USER_CLIENT,
+    World,
+    decode,
+    token_rows,
+)
 
 VECTORS = json.loads(
     (Path(__file__).parents[1] / "vectors" / "user_binding_refusals.json").read_text())
@@ -247,3 +257,61 @@ def test_explain_shows_the_binding_gates(world: World, clock: FrozenClock,
         assert [(g["gate"], g["reason"]) for g in refused] == [(gate, reason)]
     # explaining mints and audits no token
     assert token_rows(engine) == []
+
+
+# --- a delegate acts for the user only as the first agent could -------------------------------
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    ({"issuer": {"agent_namespaces": [PLANNER]}}, "issuer_agent_namespace"),
+    ({"issuer": {"agent_namespaces": [PLANNER, "spiffe://dev.writ.local/agents/mail"]}},
+     "issuer_agent_namespace"),
+    ({"mailer_acts_for": [{"issuer": IDP, "subjects": ["bob"]}]}, "acts_for_subject"),
+    ({"mailer_acts_for": [{"issuer": "https://other-idp.test"}]}, "acts_for_issuer"),
+    # the user's claims are not in a Txn-Token: a claim rule cannot admit a delegate
+    ({"mailer_acts_for": [{"issuer": IDP, "claims": {"tenant": "acme"}}]}, "acts_for_claim"),
+], ids=["issuer-serves-first-agent-only", "namespace-prefix-not-segment",
+        "delegate-acts-for-other-users", "delegate-acts-for-other-issuer",
+        "delegate-requires-claims"])
+def test_replacement_checks_the_delegates_tenancy(config: dict[str, Any], reason: str,
+                                                  world: World, clock: FrozenClock,
+                                                  engine: Engine) -> None:
+    parent = world.obo(PLANNER)
+    if "issuer" in config:
+        _configure(engine, clock, config)
+    if "mailer_acts_for" in config:
+        charter = Charter.model_validate({**CHARTERS[MAILER],
+                                          "acts_for": config["mailer_acts_for"]})
+        with Session(engine) as s:
+            store.update_agent(s, MAILER, AgentUpdate(charter=charter), now=clock(), by="t")
+            s.commit()
+    world.refresh()
+    before = len(token_rows(engine))
+    r = world.post(world.req.replacement(parent, MAILER, clock()))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "access_denied"
+    rows = token_rows(engine)[before:]
+    assert [(row.decision, row.reason, row.jti) for row in rows] == [("denied", reason, None)]
+    # still serving: the first agent's own transaction goes on
+    assert world.post(world.req.on_behalf_of(world.idp.mint(now=clock()), PLANNER,
+                                             clock())).status_code == 200
+
+
+def test_replacement_refused_once_the_users_issuer_is_removed(world: World, clock: FrozenClock,
+                                                             engine: Engine) -> None:
+    from registry.issuers import delete_issuer
+
+    parent = world.obo(PLANNER)
+    with Session(engine) as s:
+        delete_issuer(s, IDP)
+        s.commit()
+    world.refresh()
+    r = world.post(world.req.replacement(parent, MAILER, clock()))
+    assert (r.status_code, r.json()) == (400, {
+        "error": "access_denied", "error_description": "the user's issuer is no longer trusted"})
+    assert token_rows(engine)[-1].reason == "issuer_not_trusted"
+
+
+def test_replacement_admits_a_delegate_the_user_is_served_by(world: World) -> None:
+    token = world.chain(PLANNER, MAILER, SEARCH)
+    assert decode(token)[1]["sub"] == "alice"

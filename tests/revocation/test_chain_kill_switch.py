@@ -180,7 +180,8 @@ def test_the_chain_gate_sits_between_enrollment_and_delegation(rs_world: World) 
 
     parent = TxnTokenClaims.from_claims(claims_of(rs_world.chain(PLANNER, MAILER)))
     names = [name for name, _ in _gates(parent, 5)]
-    assert names[names.index("enrollment") + 1:names.index("bounds")] == ["chain", "delegation"]
+    assert names[names.index("enrollment") + 1:names.index("bounds")] == [
+        "chain", "tenancy", "delegation"]
 
 
 # --- the in-memory set and the claims (pure) -------------------------------------------------
