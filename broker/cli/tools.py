@@ -271,13 +271,18 @@ def explain_command(
         "--context", help="request_context: JSON, or @file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")]
     = False,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="On behalf of a user: {\"issuer\", \"sub\", \"claims\"} as JSON, or "
+        "@file (adds the user_client and tenancy gates).")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Walk the decision gates for a request, as POST /token would, and mint nothing."""
     with open_local(data_dir) as local:
-        request = ExplainRequest(gateway=gateway, agent=agent, scope=scope, audience=audience,
-                                 request_details=_json_arg(details, "--details"),
-                                 request_context=_json_arg(context, "--context"))
+        request = ExplainRequest.model_validate({
+            "gateway": gateway, "agent": agent, "scope": scope, "audience": audience,
+            "request_details": _json_arg(details, "--details"),
+            "request_context": _json_arg(context, "--context"),
+            "user": _json_arg(user, "--user")})
         settings = local.settings
         with Session(local.engine) as session:
             snapshot = load_snapshot(session)

@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from broker.admin.tokens import ALL_SCOPES, AdminTokenCreate, create_admin_token
+from broker.cli.admin import register as register_admin
 from broker.cli.dev import DEV_GATEWAY
+from broker.cli.issuers import issuers_app
+from broker.cli.tools import register as register_tools
 from broker.decision.user_binding import acts_for_refusal, claim_matches, subject_matches
 from registry import store
 from registry.charter import ActsFor, Charter
 from registry.issuers import TrustedIssuerUpdate, update_issuer
 from registry.models import AgentUpdate
+from tests.cli.test_cli_admin import Writ, data_dir  # noqa: F401  (fixture)
 from tests.conftest import FrozenClock
 from tests.world import (
     CHARTERS,
@@ -315,3 +320,42 @@ def test_replacement_refused_once_the_users_issuer_is_removed(world: World, cloc
 def test_replacement_admits_a_delegate_the_user_is_served_by(world: World) -> None:
     token = world.chain(PLANNER, MAILER, SEARCH)
     assert decode(token)[1]["sub"] == "alice"
+
+
+def test_cli_explain_with_a_user(data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    app = typer.Typer()
+    register_admin(app)
+    register_tools(app)
+    app.add_typer(issuers_app, name="issuers")
+    writ = Writ(app, data_dir)
+    agent, gateway = "spiffe://example.org/agents/mailer", "spiffe://example.org/gw"
+    charter = tmp_path / "charter.json"
+    charter.write_text(json.dumps({"purpose": "mails", "scopes": ["mail.send"], "acts_for": [
+        {"issuer": "https://idp.example", "subjects": ["*@acme.example"]}]}))
+    writ.ok("agents", "enroll", "--spiffe-id", agent, "--owner", "ops", "--charter", str(charter))
+    writ.ok("gateways", "add", "--client-id", gateway, "--namespace",
+            "spiffe://example.org/agents/**")
+    writ.ok("bounds", "set", "spiffe://example.org/agents/**", "--tag", "*", "--scope", "*")
+    writ.ok("issuers", "add", "https://idp.example", "--audience", "writ",
+            "--allowed-client", "webapp", "--agent-namespace", "spiffe://example.org/agents/**")
+
+    def explain(user: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(writ.ok(
+            "explain", "--gateway", gateway, "--agent", agent, "--audience", "dev.writ.local",
+            "--user", json.dumps(user), "--json").stdout)
+        return answer
+
+    ok = explain({"issuer": "https://idp.example", "sub": "dana@acme.example",
+                  "claims": {"client_id": "webapp"}})
+    assert ok["decision"] == "issue", ok
+    assert {g["gate"] for g in ok["gates"]} >= {"user_client", "tenancy"}
+    for user, reason in (
+            ({"issuer": "https://idp.example", "sub": "eve@globex.example"}, "acts_for_subject"),
+            ({"issuer": "https://idp.example", "sub": "dana@acme.example",
+              "claims": {"azp": "mobile"}}, "subject_token_client_not_allowed"),
+            ({"issuer": "https://other.example", "sub": "dana@acme.example"},
+             "subject_token_unknown_issuer")):
+        answer = explain(user)
+        assert (answer["decision"], answer["reason"]) == ("refuse", reason)
+    writ.fails("explain", "--gateway", gateway, "--agent", agent, "--user", "[1]",
+               message="--user must be a JSON object")
