@@ -5,7 +5,7 @@ Writ verifies the parent with its own published keys, in memory, asks the revoca
 about it, and mints a replacement: same ``txn``, ``sub``, ``aud`` and ``tctx``; ``act`` =
 the delegate with the earlier actors nested inside (RFC 8693 §4.1); ``act_chain`` grows by
 the parent's actor. The delegate goes through the same ordered gates as any agent
-(``broker/decision/gates.py``) with the delegation rules (``broker/decision/delegation.py``) before the
+(``broker/decision/gates.py``) with the rules of ``broker/decision/delegation.py`` before the
 bounds and the parent's scope and lifetime as the last word. Nothing the client sends
 becomes ``act``, ``act_chain`` or ``agentic_ctx``.
 """
