@@ -31,6 +31,8 @@ class ToolChange(StrEnum):
     tags_added = "tags_added"  # namespace bounds admit tools by tag
     max_ttl_raised = "max_ttl_raised"
     authorization_details_widened = "authorization_details_widened"
+    # the document in force no longer validates (the rules tightened): nothing to compare
+    previous_unreadable = "previous_unreadable"
 
 
 def _upstream(old: ToolDocument, new: ToolDocument) -> bool:

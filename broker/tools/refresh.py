@@ -31,7 +31,7 @@ from sqlmodel import Session
 from broker.tools.fetch import ToolFetcher, ToolFetchError
 from registry.errors import Conflict, NotFound
 from registry.snapshot import SnapshotHolder
-from registry.tool_changes import security_changes
+from registry.tool_changes import ToolChange, security_changes
 from registry.tool_store import (
     ToolPublic,
     ToolSource,
@@ -77,8 +77,12 @@ def refresh_tool(engine: Engine, fetcher: ToolFetcher, tool_id: str, *,
     if current.source is not ToolSource.url:
         raise Conflict(f"tool {tool_id} is pinned; replace its document instead")
     fetched = fetcher.fetch(tool_id)
-    changes = [c.value for c in security_changes(ToolDocument.model_validate(current.document),
-                                                 fetched.document)]
+    try:
+        in_force = ToolDocument.model_validate(current.document)
+    except ValueError:  # stored under looser rules: nothing to compare with, so held
+        changes = [ToolChange.previous_unreadable.value]
+    else:
+        changes = [c.value for c in security_changes(in_force, fetched.document)]
     with Session(engine) as session:
         if not changes:
             row = update_tool_document(session, tool_id, fetched.document,

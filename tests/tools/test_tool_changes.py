@@ -67,7 +67,7 @@ def test_every_member_has_a_decision() -> None:
     # and every change kind is reachable from some vector
     reported = {c for v in (*VECTORS["vectors"], *VECTORS["upstream_vectors"])
                 for c in v["changes"]}
-    assert reported == {c.value for c in ToolChange}
+    assert reported == {c.value for c in ToolChange} - {ToolChange.previous_unreadable}
 
 
 # --- the refresh ---------------------------------------------------------------------------------
@@ -174,6 +174,21 @@ def test_the_host_going_back_clears_the_held_change(engine: Engine,
     back = _refresh(engine, fetched, {"description": "as before, reworded"})
     assert back.held == () and back.tool.pending_hash is None
     assert back.tool.document["description"] == "as before, reworded"
+
+
+def test_an_unreadable_document_in_force_holds_any_fetch(engine: Engine,
+                                                         fetched: StubFetcher) -> None:
+    from registry.tool_store import ToolRecord
+
+    with Session(engine) as s:  # stored under looser rules than today's
+        row = s.get(ToolRecord, TOOL)
+        assert row is not None
+        row.document = {**BASE, "retired_member": 1}
+        s.add(row)
+        s.commit()
+    result = _refresh(engine, fetched, {"description": "harmless on its own"})
+    assert result.held == ("previous_unreadable",)
+    assert result.tool.document == {**BASE, "retired_member": 1}
 
 
 def test_the_refresher_audits_a_held_change_once(engine: Engine, fetched: StubFetcher) -> None:
