@@ -359,3 +359,28 @@ def test_cli_explain_with_a_user(data_dir: Path, tmp_path: Path) -> None:  # noq
         assert (answer["decision"], answer["reason"]) == ("refuse", reason)
     writ.fails("explain", "--gateway", gateway, "--agent", agent, "--user", "[1]",
                message="--user must be a JSON object")
+
+
+def test_access_token_profile_is_bound_too(world: World, clock: FrozenClock,
+                                           engine: Engine) -> None:
+    from jwks.claims import TOKEN_TYPE_ACCESS_TOKEN
+    from tests.world import MAIL_TOOL
+
+    now = clock()
+
+    def ask(**claims: Any) -> Any:
+        return world.post(world.req.on_behalf_of(
+            world.idp.mint(now=now, **claims), PLANNER, now,
+            requested_token_type=TOKEN_TYPE_ACCESS_TOKEN, resource=MAIL_TOOL,
+            request_details={"action": "send"}))
+
+    assert ask().status_code == 200
+    r = ask(client_id="other-app")
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_request")
+    assert token_rows(engine)[-1].reason == "subject_token_client_not_allowed"
+    _configure(engine, clock, {"acts_for": [{"issuer": IDP, "claims": {"tenant": "acme"}}]})
+    world.refresh()
+    r = ask()
+    assert (r.status_code, r.json()["error"]) == (400, "access_denied")
+    assert token_rows(engine)[-1].reason == "acts_for_claim"
+    assert ask(tenant="acme").status_code == 200
