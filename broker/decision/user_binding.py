@@ -34,8 +34,7 @@ from registry.namespace import within
 
 
 class BoundUser(Protocol):
-    """A verified user token (``broker.auth.user_tokens.UserToken``), or a user named
-    directly to ``/v1/decisions/explain``."""
+    """A verified user token (``broker.auth.user_tokens.UserToken``) or a ``NamedUser``."""
 
     @property
     def issuer(self) -> str: ...
@@ -49,11 +48,13 @@ class BoundUser(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class NamedUser:
-    """A user named by issuer, ``sub`` and claims, unverified (explain only)."""
+    """A user named by issuer, ``sub`` and claims: to explain (unverified), or a
+    replacement's user from the parent's ``sub_id`` (no claims)."""
 
     issuer: str
     subject: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+
 
 #: Claims that name the client a token was issued to.
 CLIENT_CLAIMS = ("azp", "client_id")
