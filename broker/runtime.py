@@ -161,6 +161,7 @@ class Broker:
         self.tool_refresher = ToolRefresher(
             self.engine, self.tool_fetcher, self.snapshots, clock=clock,
             on_changed=self._tool_document_changed,
+            on_held=self._tool_change_held,
         )
 
     @staticmethod
@@ -204,6 +205,18 @@ class Broker:
                 detail={"by": "refresh", "previous_hash": before, "document_hash": after}))
         except AuditUnavailable:
             log.warning("tool %s changed but its audit record could not be written", tool_id)
+
+    def _tool_change_held(self, tool_id: str, pending_hash: str,
+                          changes: tuple[str, ...]) -> None:
+        # docs/tools.md: a security-relevant change waits for a registrar, audited
+        try:
+            self.audit.record_sync(AuditEvent(
+                kind="admin", decision="changed", reason="tool.change_held", tool=tool_id,
+                detail={"by": "refresh", "pending_hash": pending_hash,
+                        "pending_changes": list(changes)}))
+        except AuditUnavailable:
+            log.warning("tool %s change held but its audit record could not be written",
+                        tool_id)
 
     def database_ok(self) -> bool:
         try:

@@ -94,6 +94,8 @@ class ActorHop:
 
     sub: str
     iat: int
+    #: the jti of the token this actor held (a Writ extension), when the issuer records it
+    jti: str | None = None
 
 
 def _audience(value: Any) -> tuple[str, ...]:
@@ -201,7 +203,10 @@ def _actor_chain(value: Any) -> tuple[ActorHop, ...]:
             raise _invalid("act_chain", "entries must be JSON objects")
         sub = _spiffe_id(entry.get("sub"), "act_chain[].sub")
         iat = _numeric_date(entry.get("iat"), "act_chain[].iat")
-        hops.append(ActorHop(sub, iat))
+        jti = entry.get("jti")
+        if jti is not None and (not isinstance(jti, str) or not jti):
+            raise _invalid("act_chain", "entries' jti must be a non-empty string")
+        hops.append(ActorHop(sub, iat, jti))
     return tuple(hops)
 
 

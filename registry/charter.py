@@ -32,6 +32,43 @@ class ToolGrant(BaseModel):
     resources: tuple[str, ...] = Field(default=("*",), max_length=64)
 
 
+#: A claim value ``acts_for.claims`` may require: compared exactly, never coerced.
+ClaimValue = str | int | bool
+MAX_USER_SUBJECT_CHARS = 1024
+
+
+class ActsFor(BaseModel):
+    """Users this agent may act for (docs/delegation.md "Tenancy"): users of ``issuer``
+    whose ``sub`` matches one of ``subjects`` (``*`` matches any run of characters) and
+    whose token carries every claim of ``claims`` with that value (or, for an array claim,
+    containing it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str = Field(min_length=9, max_length=2048)
+    subjects: tuple[str, ...] = Field(default=("*",), min_length=1, max_length=64)
+    claims: dict[str, ClaimValue] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s or len(s) > MAX_USER_SUBJECT_CHARS or not s.isprintable() for s in value):
+            raise ValueError("each subject pattern must be 1 to 1024 printable characters")
+        return value
+
+    @field_validator("claims")
+    @classmethod
+    def _claim_names(cls, value: dict[str, ClaimValue]) -> dict[str, ClaimValue]:
+        # the token's own identity claims are matched by issuer and subjects, not here
+        reserved = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti"}
+        for name, v in value.items():
+            if not name or len(name) > 128 or name in reserved:
+                raise ValueError(f"claim name {name!r} cannot be required here")
+            if isinstance(v, str) and len(v) > 1024:
+                raise ValueError("a required claim value is at most 1024 characters")
+        return value
+
+
 class Charter(BaseModel):
     """The charter document of one agent version."""
 
@@ -44,6 +81,8 @@ class Charter(BaseModel):
     environments: tuple[str, ...] = Field(default=(), max_length=32)
     delegate_to: tuple[str, ...] = Field(default=(), max_length=64)
     approval_required: tuple[str, ...] = Field(default=(), max_length=64)
+    # empty: any user the trusted issuer lets this agent serve (registry/issuers.py)
+    acts_for: tuple[ActsFor, ...] = Field(default=(), max_length=32)
 
     @field_validator("delegate_to")
     @classmethod
@@ -64,7 +103,10 @@ def canonical_json(doc: dict[str, Any]) -> bytes:
 
 def charter_hash(charter: Charter) -> str:
     """Stable hash of a charter version (``sha-256:`` + hex of its canonical JSON)."""
-    return "sha-256:" + hashlib.sha256(canonical_json(charter.model_dump(mode="json"))).hexdigest()
+    doc = charter.model_dump(mode="json")
+    if not doc["acts_for"]:
+        del doc["acts_for"]  # charters written before acts_for keep their hash
+    return "sha-256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
 
 
 def granted_scopes(requested: frozenset[str] | None, charter: Charter) -> frozenset[str]:

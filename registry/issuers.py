@@ -2,9 +2,10 @@
 tokens Writ accepts as ``subject_token`` for the on-behalf-of profiles.
 
 A registrar names the issuer, how its keys are found (OpenID Connect Discovery, RFC 8414
-metadata, or a pinned ``jwks_uri``), the audiences a user token must carry, and the
-signature algorithms it may use. The token path reads ``IssuerView`` from the snapshot, never
-this table.
+metadata, or a pinned ``jwks_uri``), the audiences a user token must carry, the
+signature algorithms it may use, the clients (``azp`` / ``client_id``) whose tokens Writ
+takes, and the agent namespaces its users may be served by (deny by default: none). The
+token path reads ``IssuerView`` from the snapshot, never this table.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, Session, SQLModel, select
 
 from jwks.errors import UnsupportedAlgorithm
 from jwks.keys import check_algorithms
+from jwks.patterns import SpiffePattern
 from registry.errors import Conflict, NotFound
 from registry.store import bump_version
 
@@ -31,6 +33,7 @@ USER_TOKEN_ALGORITHMS: Final = (
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "Ed25519",
 )
 DEFAULT_USER_TOKEN_ALGORITHMS: Final = ("RS256", "ES256")
+MAX_CLIENT_ID_CHARS: Final = 256
 
 
 class IssuerDiscovery(StrEnum):
@@ -76,6 +79,11 @@ class TrustedIssuer(TrustedIssuerBase, table=True):
     __tablename__ = "trusted_issuers"
     audiences: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     algorithms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # docs/delegation.md "Binding user tokens": both deny by default when empty
+    allowed_clients: list[str] = Field(default_factory=list,
+                                       sa_column=Column(JSON, nullable=False))
+    agent_namespaces: list[str] = Field(default_factory=list,
+                                        sa_column=Column(JSON, nullable=False))
     created_by: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -86,6 +94,27 @@ class TrustedIssuerCreate(TrustedIssuerBase):
     algorithms: list[str] = Field(
         default_factory=lambda: list(DEFAULT_USER_TOKEN_ALGORITHMS), min_length=1, max_length=10
     )
+    allowed_clients: list[str] = Field(default_factory=list, max_length=64)
+    agent_namespaces: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("allowed_clients")
+    @classmethod
+    def _clients(cls, value: list[str]) -> list[str]:
+        # printable, no spaces: a client id is compared exactly (RFC 6749 §2.2, VSCHAR)
+        if any(not c or len(c) > MAX_CLIENT_ID_CHARS or not c.isprintable() or " " in c
+               for c in value):
+            raise ValueError(f"each allowed client must be 1 to {MAX_CLIENT_ID_CHARS} "
+                             "printable characters without spaces")
+        return list(dict.fromkeys(value))
+
+    @field_validator("agent_namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.isprintable():  # one canonical form per identity
+                raise ValueError("an agent namespace holds no control characters")
+            SpiffePattern.parse(pattern)
+        return list(dict.fromkeys(value))
 
     @field_validator("issuer")
     @classmethod
@@ -128,9 +157,32 @@ class TrustedIssuerCreate(TrustedIssuerBase):
         return list(dict.fromkeys(value))
 
 
+class TrustedIssuerUpdate(BaseModel):
+    """What a registrar may change of a trusted issuer in place (``PATCH``); nothing else
+    is read silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=1024)
+    allowed_clients: list[str] | None = Field(default=None, max_length=64)
+    agent_namespaces: list[str] | None = Field(default=None, max_length=64)
+
+    @field_validator("allowed_clients")
+    @classmethod
+    def _clients(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else TrustedIssuerCreate._clients(value)
+
+    @field_validator("agent_namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else TrustedIssuerCreate._namespaces(value)
+
+
 class TrustedIssuerPublic(TrustedIssuerBase):
     audiences: list[str]
     algorithms: list[str]
+    allowed_clients: list[str]
+    agent_namespaces: list[str]
     created_by: str
     created_at: float
     updated_at: float
@@ -146,6 +198,9 @@ class IssuerView:
     audiences: frozenset[str]
     algorithms: tuple[str, ...]
     ca_file: str | None = None
+    # clients (azp / client_id) whose tokens are taken; agent namespaces served
+    allowed_clients: frozenset[str] = frozenset()
+    agent_namespaces: tuple[str, ...] = ()
 
 
 def _public(row: TrustedIssuer) -> TrustedIssuerPublic:
@@ -173,6 +228,21 @@ def list_issuers(session: Session) -> list[TrustedIssuerPublic]:
     return [_public(r) for r in session.exec(select(TrustedIssuer).order_by(TrustedIssuer.issuer))]
 
 
+def update_issuer(
+    session: Session, issuer: str, data: TrustedIssuerUpdate, *, now: float
+) -> TrustedIssuerPublic:
+    row = session.get(TrustedIssuer, issuer)
+    if row is None:
+        raise NotFound(f"no trusted issuer {issuer}")
+    for name, value in data.model_dump(exclude_none=True).items():
+        setattr(row, name, value)
+    row.updated_at = now
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _public(row)
+
+
 def delete_issuer(session: Session, issuer: str) -> None:
     row = session.get(TrustedIssuer, issuer)
     if row is None:
@@ -192,6 +262,8 @@ def load_issuer_views(session: Session) -> Mapping[str, IssuerView]:
             audiences=frozenset(r.audiences),
             algorithms=tuple(a for a in r.algorithms if a in USER_TOKEN_ALGORITHMS),
             ca_file=r.ca_file,
+            allowed_clients=frozenset(r.allowed_clients or ()),
+            agent_namespaces=tuple(r.agent_namespaces or ()),
         )
         for r in session.exec(select(TrustedIssuer))
     }

@@ -40,6 +40,14 @@ class ToolRecord(SQLModel, table=True):
     fetched_at: float | None = None
     fresh_until: float | None = None
     usable_until: float | None = None
+    # a fetched document that changes something security-relevant waits here for a
+    # registrar's approval (docs/tools.md "Refresh is not a silent redirect")
+    pending_document: dict[str, Any] | None = Field(default=None,
+                                                    sa_column=Column(JSON, nullable=True))
+    pending_hash: str | None = Field(default=None, max_length=80)
+    pending_changes: list[str] | None = Field(default=None,
+                                              sa_column=Column(JSON, nullable=True))
+    pending_since: float | None = None
     created_by: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -56,6 +64,11 @@ class ToolPublic(SQLModel):
     created_by: str
     created_at: float
     updated_at: float
+    # a fetched change held for approval (docs/tools.md); never served while pending
+    pending_document: dict[str, Any] | None = None
+    pending_hash: str | None = None
+    pending_changes: list[str] | None = None
+    pending_since: float | None = None
 
 
 class FetchTimes(SQLModel):
@@ -107,11 +120,66 @@ def update_tool_document(session: Session, tool_id: str, doc: ToolDocument, *,
     row.fetched_at = times.fetched_at if times else None
     row.fresh_until = times.fresh_until if times else None
     row.usable_until = times.usable_until if times else None
+    _clear_pending(row)  # a new pin, or the host went back to a harmless document
     row.updated_at = now
     session.add(row)
     bump_version(session, "tool", tool_id)
     session.flush()
     return _tool_public(row)
+
+
+def _clear_pending(row: ToolRecord) -> None:
+    row.pending_document = None
+    row.pending_hash = None
+    row.pending_changes = None
+    row.pending_since = None
+
+
+def hold_tool_change(session: Session, tool_id: str, doc: ToolDocument, changes: list[str], *,
+                     times: FetchTimes, now: float) -> tuple[ToolPublic, bool]:
+    """Keep the document in force and hold ``doc`` for approval; the in-force document's
+    times move on (its host answered). True when ``doc`` was not already the one held."""
+    row = session.get(ToolRecord, tool_id)
+    if row is None:
+        raise NotFound(f"no tool {tool_id}")
+    new_hash = document_hash(doc)
+    fresh = row.pending_hash != new_hash
+    if fresh:
+        row.pending_document = doc.model_dump(mode="json")
+        row.pending_hash = new_hash
+        row.pending_changes = list(changes)
+        row.pending_since = now
+    row.fetched_at = times.fetched_at
+    row.fresh_until = times.fresh_until
+    row.usable_until = times.usable_until
+    row.updated_at = now
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return _tool_public(row), fresh
+
+
+def approve_tool_change(session: Session, tool_id: str, *, expected_hash: str | None,
+                        now: float) -> tuple[str, ToolPublic]:
+    """Put the held document in force; return the previous document hash. With
+    ``expected_hash``, only that held document (it may have changed since it was reviewed)."""
+    row = session.get(ToolRecord, tool_id)
+    if row is None:
+        raise NotFound(f"no tool {tool_id}")
+    if row.pending_document is None or row.pending_hash is None:
+        raise Conflict(f"tool {tool_id} has no change pending")
+    if expected_hash is not None and expected_hash != row.pending_hash:
+        raise Conflict(f"the change pending for {tool_id} is not {expected_hash}")
+    doc = ToolDocument.model_validate(row.pending_document)  # stored validated; checked again
+    before = row.document_hash
+    row.document = doc.model_dump(mode="json")
+    row.document_hash = document_hash(doc)
+    _clear_pending(row)
+    row.updated_at = now
+    session.add(row)
+    bump_version(session)
+    session.flush()
+    return before, _tool_public(row)
 
 
 def delete_tool(session: Session, tool_id: str) -> None:

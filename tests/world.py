@@ -51,6 +51,8 @@ MAIL_TOOL = "https://tools.example.com/mail"
 MAIL_AUDIENCE = "https://mail.example.com"
 TXN_TOOL = "https://tools.example.com/calendar"
 USER_SCOPE = "mail.read mail.send search.query plan.write"
+#: the client the test issuer's tokens name (tests/idp.py), allowed for it
+USER_CLIENT = "webapp"
 
 CHARTERS: dict[str, dict[str, Any]] = {
     PLANNER: {"purpose": "plans the user's errands", "max_ttl_s": 300,
@@ -89,7 +91,8 @@ TXN_TOOL_DOC = {
 
 def build_world(session: Session, idp: TestIssuer, now: float) -> None:
     create_issuer(session, TrustedIssuerCreate(
-        issuer=idp.issuer, audiences=[idp.audience], algorithms=[idp.alg]), now=now, by="test")
+        issuer=idp.issuer, audiences=[idp.audience], algorithms=[idp.alg],
+        allowed_clients=[USER_CLIENT], agent_namespaces=[f"{AGENTS}/**"]), now=now, by="test")
     for spiffe_id, charter in CHARTERS.items():
         store.create_agent(session, AgentCreate(
             spiffe_id=spiffe_id, owner="test", charter=Charter.model_validate(charter)),

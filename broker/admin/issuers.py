@@ -19,17 +19,21 @@ from registry.errors import NotFound
 from registry.issuers import (
     TrustedIssuerCreate,
     TrustedIssuerPublic,
+    TrustedIssuerUpdate,
     create_issuer,
     delete_issuer,
     fetch_issuer,
     list_issuers,
+    update_issuer,
 )
 
 
 def issuer_audit_detail(issuer: TrustedIssuerPublic) -> dict[str, Any]:
     return {"issuer": issuer.issuer, "discovery": issuer.discovery, "jwks_uri": issuer.jwks_uri,
             "audiences": issuer.audiences, "algorithms": issuer.algorithms,
-            "ca_file": issuer.ca_file}
+            "ca_file": issuer.ca_file,
+            "allowed_clients": issuer.allowed_clients,
+            "agent_namespaces": issuer.agent_namespaces}
 
 
 def issuers_router(broker: Broker) -> APIRouter:
@@ -68,6 +72,16 @@ def issuers_router(broker: Broker) -> APIRouter:
         if found is None:
             raise NotFound(f"no trusted issuer {issuer}")
         return found
+
+    @router.patch("/issuers/{issuer:path}", response_model=TrustedIssuerPublic)
+    def update(issuer: str, body: TrustedIssuerUpdate,
+               principal: IssuersWrite) -> TrustedIssuerPublic:
+        unbound(principal)
+        with Session(broker.engine) as session:
+            updated = update_issuer(session, issuer, body, now=broker.clock())
+            session.commit()
+        changed(principal, "issuer.updated", **issuer_audit_detail(updated))
+        return updated
 
     @router.delete("/issuers/{issuer:path}", status_code=204, response_class=Response)
     def remove(issuer: str, principal: IssuersWrite) -> Response:

@@ -52,6 +52,14 @@ class ToolPin(BaseModel):
     document: dict[str, Any]
 
 
+class ToolChangeApproval(BaseModel):
+    """Approve the held document; with ``pending_hash``, only the one reviewed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pending_hash: str | None = Field(default=None, max_length=80)
+
+
 def fetch_failed(err: ToolFetchError) -> Invalid:
     return Invalid(f"tool metadata could not be fetched ({err.reason}): {err}")
 
@@ -64,7 +72,10 @@ def pinned_document(doc: dict[str, Any]) -> ToolDocument:
 
 
 def tool_audit(tool: ToolPublic) -> dict[str, Any]:
-    return {"source": tool.source.value, "document_hash": tool.document_hash}
+    detail: dict[str, Any] = {"source": tool.source.value, "document_hash": tool.document_hash}
+    if tool.pending_hash is not None:  # docs/tools.md: a change held for approval
+        detail.update(pending_hash=tool.pending_hash, pending_changes=tool.pending_changes)
+    return detail
 
 
 def tools_router(broker: Broker) -> APIRouter:
@@ -126,12 +137,27 @@ def tools_router(broker: Broker) -> APIRouter:
     def refresh(tool_id: str, principal: ToolsWrite) -> ToolPublic:
         unbound(principal)
         try:
-            before, tool = refresh_tool(broker.engine, broker.tool_fetcher, tool_id,
-                                        now=broker.clock())
+            result = refresh_tool(broker.engine, broker.tool_fetcher, tool_id,
+                                  now=broker.clock())
         except ToolFetchError as err:
             raise fetch_failed(err) from None
-        changed(principal, "tool.refreshed", tool=tool_id, previous_hash=before,
-                **tool_audit(tool))
+        tool = result.tool
+        changed(principal, "tool.change_held" if result.held else "tool.refreshed",
+                tool=tool_id, previous_hash=result.previous_hash, **tool_audit(tool))
+        return tool
+
+    @router.post("/tools/{tool_id:path}/approve-change", response_model=ToolPublic)
+    def approve_change(tool_id: str, body: ToolChangeApproval,
+                       principal: ToolsWrite) -> ToolPublic:
+        """Adopt the fetched document held for approval (docs/tools.md)."""
+        unbound(principal)
+        with Session(broker.engine) as session:
+            pending = tool_store.fetch_tool(session, tool_id)
+            before, tool = tool_store.approve_tool_change(
+                session, tool_id, expected_hash=body.pending_hash, now=broker.clock())
+            session.commit()
+        changed(principal, "tool.change_approved", tool=tool_id, previous_hash=before,
+                changes=pending.pending_changes if pending else None, **tool_audit(tool))
         return tool
 
     @router.get("/tools/{tool_id:path}", response_model=ToolPublic)

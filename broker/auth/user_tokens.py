@@ -14,7 +14,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -65,6 +66,8 @@ class UserToken:
     fingerprint: str
     # the token's own RFC 8693 ``act`` (an earlier delegation), None when absent
     act: Mapping[str, Any] | None = None
+    # the verified claims, for the binding checks (broker/decision/user_binding.py)
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _scopes(claims: Mapping[str, Any]) -> frozenset[str] | None:
@@ -282,6 +285,7 @@ class UserTokenValidator:
             expires_at=exp,
             fingerprint=fingerprint,
             act=act,
+            claims=MappingProxyType(dict(claims)),
         )
 
     def _key(self, view: IssuerView, kid: str) -> AnyKey:

@@ -31,6 +31,9 @@ class Hop:
 
     sub: str
     iat: int
+    # the jti of the token this actor held: a derived token names its ancestors, so
+    # revoking one reaches its replacements (docs/revocation.md)
+    jti: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +140,10 @@ def build_txn_claims(plan: TxnTokenPlan) -> dict[str, Any]:
     if plan.act is not None:
         claims["act"] = dict(plan.act)
     if plan.earlier_actors and plan.profile is TokenProfile.writ:
-        # a Writ extension: no current draft defines act_chain
-        claims["act_chain"] = [{"sub": h.sub, "iat": h.iat} for h in plan.earlier_actors]
+        # a Writ extension: no current draft defines act_chain; each hop's jti lets a
+        # revocation of that token reach this one (docs/revocation.md)
+        claims["act_chain"] = [{"sub": h.sub, "iat": h.iat, **({"jti": h.jti} if h.jti else {})}
+                               for h in plan.earlier_actors]
     if plan.subject_id is not None:
         claims["sub_id"] = dict(plan.subject_id)
     return claims

@@ -24,15 +24,23 @@ from registry.issuers import (
     DEFAULT_USER_TOKEN_ALGORITHMS,
     IssuerDiscovery,
     TrustedIssuerCreate,
+    TrustedIssuerUpdate,
     create_issuer,
     delete_issuer,
     fetch_issuer,
     list_issuers,
+    update_issuer,
 )
 
 issuers_app = typer.Typer(help="Trusted issuers of users' access tokens (on-behalf-of).",
                           no_args_is_help=True)
 IssuerArg = Annotated[str, typer.Argument(help="The issuer URL, exactly as its tokens' iss.")]
+AllowedClients = Annotated[list[str] | None, typer.Option(
+    "--allowed-client", help="A client (azp / client_id) whose user tokens are taken "
+    "(repeat). None: a token naming any client is refused.")]
+AgentNamespaces = Annotated[list[str] | None, typer.Option(
+    "--agent-namespace", help="A SPIFFE ID pattern of agents this issuer's users may be "
+    "served by (repeat). None: no agent.")]
 
 
 @issuers_app.command("add")
@@ -52,6 +60,8 @@ def issuers_add(
     ca_file: Annotated[Path | None, typer.Option(
         "--ca-file", help="A PEM file of the CAs trusted for this issuer alone (else the "
         "system store).")] = None,
+    allowed_client: AllowedClients = None,
+    agent_namespace: AgentNamespaces = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Trust an issuer's access tokens as subject_token."""
@@ -60,12 +70,33 @@ def issuers_add(
             issuer=issuer, audiences=audience,
             algorithms=algorithm or list(DEFAULT_USER_TOKEN_ALGORITHMS),
             discovery=discovery.value, jwks_uri=jwks_uri, description=description,
-            ca_file=None if ca_file is None else str(ca_file.resolve()))
+            ca_file=None if ca_file is None else str(ca_file.resolve()),
+            allowed_clients=allowed_client or [], agent_namespaces=agent_namespace or [])
         with Session(local.engine) as session:
             created = create_issuer(session, data, now=time.time(), by=BY)
             session.commit()
         local.audit("issuer.created", **issuer_audit_detail(created))
         print_json(created)
+
+
+@issuers_app.command("update")
+def issuers_update(
+    issuer: IssuerArg,
+    allowed_client: AllowedClients = None,
+    agent_namespace: AgentNamespaces = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Replace an issuer's allowed clients and/or agent namespaces (each list given
+    replaces the stored one)."""
+    with open_local(data_dir) as local:
+        data = TrustedIssuerUpdate(allowed_clients=allowed_client,
+                                   agent_namespaces=agent_namespace, description=description)
+        with Session(local.engine) as session:
+            updated = update_issuer(session, issuer, data, now=time.time())
+            session.commit()
+        local.audit("issuer.updated", **issuer_audit_detail(updated))
+        print_json(updated)
 
 
 @issuers_app.command("list")

@@ -20,6 +20,7 @@ from broker.cli.common import (
     DataDir,
     Limit,
     Offset,
+    note,
     open_local,
     print_json,
     read_json,
@@ -131,12 +132,35 @@ def tools_refresh(tool_id: ToolIdArg, data_dir: DataDir = DEFAULT_DATA_DIR) -> N
     with open_local(data_dir) as local:
         fetcher = ToolFetcher(local.settings.tools)
         try:
-            before, tool = refresh_tool(local.engine, fetcher, tool_id, now=time.time())
+            result = refresh_tool(local.engine, fetcher, tool_id, now=time.time())
         except ToolFetchError as err:
             raise CommandError(str(fetch_failed(err))) from None
         finally:
             fetcher.close()
-        local.audit("tool.refreshed", tool_id=tool_id, previous_hash=before, **tool_audit(tool))
+        local.audit("tool.change_held" if result.held else "tool.refreshed", tool_id=tool_id,
+                    previous_hash=result.previous_hash, **tool_audit(result.tool))
+        if result.held:
+            note(f"change held for approval ({', '.join(result.held)}); the previous "
+                 f"document keeps serving: writ tools approve-change {tool_id}")
+        print_json(result.tool)
+
+
+@tools_app.command("approve-change")
+def tools_approve_change(
+    tool_id: ToolIdArg,
+    pending_hash: Annotated[str | None, typer.Option(
+        "--pending-hash", help="Approve only this held document (its pending_hash).")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Adopt the fetched document held for approval."""
+    with open_local(data_dir) as local:
+        with Session(local.engine) as session:
+            pending = tool_store.fetch_tool(session, tool_id)
+            before, tool = tool_store.approve_tool_change(
+                session, tool_id, expected_hash=pending_hash, now=time.time())
+            session.commit()
+        local.audit("tool.change_approved", tool_id=tool_id, previous_hash=before,
+                    changes=pending.pending_changes if pending else None, **tool_audit(tool))
         print_json(tool)
 
 
@@ -247,13 +271,18 @@ def explain_command(
         "--context", help="request_context: JSON, or @file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")]
     = False,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="On behalf of a user: {\"issuer\", \"sub\", \"claims\"} as JSON, or "
+        "@file (adds the user_client and tenancy gates).")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Walk the decision gates for a request, as POST /token would, and mint nothing."""
     with open_local(data_dir) as local:
-        request = ExplainRequest(gateway=gateway, agent=agent, scope=scope, audience=audience,
-                                 request_details=_json_arg(details, "--details"),
-                                 request_context=_json_arg(context, "--context"))
+        request = ExplainRequest.model_validate({
+            "gateway": gateway, "agent": agent, "scope": scope, "audience": audience,
+            "request_details": _json_arg(details, "--details"),
+            "request_context": _json_arg(context, "--context"),
+            "user": _json_arg(user, "--user")})
         settings = local.settings
         with Session(local.engine) as session:
             snapshot = load_snapshot(session)

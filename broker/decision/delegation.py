@@ -117,9 +117,15 @@ def earlier_actors(parent: TxnTokenClaims) -> tuple[Hop, ...]:
     latest."""
     if parent.actor is None:
         raise InvalidRequest("the parent Txn-Token names no actor", reason="subject_token_no_act")
-    iat = {h.sub: h.iat for h in parent.actor_chain}
-    earlier = (Hop(sub, iat.get(sub, parent.issued_at)) for sub in parent.actors[:-1])
-    return (*earlier, Hop(parent.actor, parent.issued_at))
+    hops = {h.sub: h for h in parent.actor_chain}
+
+    def hop(sub: str) -> Hop:
+        known = hops.get(sub)
+        return Hop(sub, parent.issued_at, None) if known is None else Hop(sub, known.iat,
+                                                                          known.jti)
+
+    return (*(hop(sub) for sub in parent.actors[:-1]),
+            Hop(parent.actor, parent.issued_at, parent.jti))
 
 
 def replacement_expiry(now: int, ttl_s: int, parent_exp: int) -> int:

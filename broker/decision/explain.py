@@ -25,6 +25,7 @@ from broker.decision.gates import (
     walk,
 )
 from broker.decision.rules import TtlBounds
+from broker.decision.user_binding import NamedUser, with_user_binding
 from broker.errors import InvalidRequest, OAuthError
 from jwks.claims import TOKEN_TYPE_JWT, TOKEN_TYPE_TXN_TOKEN
 from jwks.patterns import parse_spiffe_id
@@ -34,6 +35,18 @@ JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 #: Authenticates a gateway from its client assertion (jwt-spiffe only: explaining must not
 #: spend a private_key_jwt assertion's jti).
 Authenticate = Callable[[dict[str, str]], GatewayView]
+
+
+class ExplainUser(BaseModel):
+    """A user for the on-behalf-of binding gates, named directly (not verified): its
+    token's issuer, ``sub`` and the claims the binding reads (``azp``/``client_id``,
+    required ``acts_for`` claims)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(max_length=2048)
+    sub: str = Field(min_length=1, max_length=1024)
+    claims: dict[str, Any] = Field(default_factory=dict, max_length=64)
 
 
 class ExplainRequest(BaseModel):
@@ -51,6 +64,8 @@ class ExplainRequest(BaseModel):
     scope: str | None = Field(default=None, max_length=4096)
     request_details: dict[str, Any] | str | None = None
     request_context: dict[str, Any] | str | None = None
+    # on behalf of this user: adds the user_client and tenancy gates (docs/delegation.md)
+    user: ExplainUser | None = None
 
     @field_validator("gateway", "agent")
     @classmethod
@@ -148,8 +163,12 @@ def explain(
         validate_subject=validate_subject if req.subject_token is not None else None,
         agent_id=req.agent,
     )
+    gates = AGENT_GATES
+    if req.user is not None:
+        gates = with_user_binding(gates, NamedUser(req.user.issuer, req.user.sub,
+                                                   {**req.user.claims, "sub": req.user.sub}))
     try:
-        walk(d, AGENT_GATES, trace)
+        walk(d, gates, trace)
     except OAuthError as err:
         return _refused(err, trace, d.agent_id)
     grant: dict[str, Any] = {

@@ -38,6 +38,7 @@ from broker.decision.request import (
     values_of,
 )
 from broker.decision.rules import parse_scope
+from broker.decision.user_binding import with_user_binding
 from broker.errors import (
     AccessDenied,
     InvalidRequest,
@@ -135,7 +136,7 @@ class OnBehalfOfProfile:
         gates = ACCESS_TOKEN_GATES if access_token else TXN_TOKEN_GATES
         d = replace(token_decision(params, client, ctx, requested_token_type),
                     validate_subject=None, agent_id=agent_id)
-        d = walk(d, (*gates, user_scope_gate(user)))
+        d = walk(d, with_user_binding((*gates, user_scope_gate(user)), user))
         assert d.agent is not None
         gateway = client.gateway.client_id
         now = int(ctx.now)

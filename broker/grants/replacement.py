@@ -22,6 +22,7 @@ from broker.auth.clients import AuthenticatedClient
 from broker.auth.own_tokens import OwnTxnTokens
 from broker.auth.svid import token_fingerprint
 from broker.claims.txn_token import TxnTokenPlan, replacement_act
+from broker.decision.chain_status import chain_gate
 from broker.decision.delegation import (
     DEFAULT_MAX_HOPS,
     check_delegation,
@@ -36,6 +37,7 @@ from broker.decision.delegation import (
 )
 from broker.decision.gates import AGENT_GATES, Decision, Gate, walk
 from broker.decision.rules import enrolled_agent
+from broker.decision.user_binding import replacement_tenancy_gate
 from broker.errors import AccessDenied, InvalidRequest, OAuthError
 from broker.grants.actor import actor_svid
 from broker.grants.autonomous import token_decision
@@ -91,6 +93,8 @@ def _gates(parent: TxnTokenClaims, max_hops: int) -> tuple[Gate, ...]:
     out: list[Gate] = []
     for gate in AGENT_GATES:
         if gate[0] == "bounds":
+            out.append(chain_gate(parent))  # the kill switch reaches the whole chain
+            out.append(replacement_tenancy_gate(parent))  # the delegate may act for the user
             out.append(delegation_gate(parent, max_hops))
         out.append(gate)
     return (*out, parent_gate(parent))

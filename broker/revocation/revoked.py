@@ -71,6 +71,8 @@ class TokenFacts:
     #: every gateway of the ``req_wl`` call chain; a replacement minted through another
     #: gateway is still covered by a revocation of one earlier in its chain
     gateways: tuple[str, ...] = ()
+    #: jtis of the tokens this one was derived from (``act_chain[].jti``), oldest first
+    ancestors: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, token: Mapping[str, Any] | TxnTokenClaims | TokenFacts) -> TokenFacts:
@@ -85,6 +87,7 @@ class TokenFacts:
             gateway=_str(claims.get("req_wl")),
             subject=_str(claims.get("sub")),
             gateways=_gateways(claims.get("req_wl")),
+            ancestors=_ancestors(claims),
         )
 
 
@@ -138,6 +141,15 @@ def _actors(claims: Mapping[str, Any]) -> tuple[str, ...]:
                 found.append(sub)
     found.extend(_agentic_actors(claims))
     return tuple(dict.fromkeys(found))
+
+
+def _ancestors(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The jtis ``act_chain`` records: revoking one of them revokes this token too."""
+    chain = claims.get("act_chain")
+    if not isinstance(chain, list | tuple):
+        return ()
+    return tuple(jti for hop in chain[:_MAX_ACT_DEPTH]
+                 if isinstance(hop, Mapping) and (jti := _str(hop.get("jti"))))
 
 
 _Index = Mapping[RevocationKind, Mapping[str, RevocationEntry]]
@@ -195,6 +207,8 @@ class RevocationSet:
             *((RevocationKind.gateway, g) for g in facts.gateways),
             (RevocationKind.subject, facts.subject),
             *((RevocationKind.agent, a) for a in facts.actors),
+            # a token derived from a revoked one (docs/revocation.md "Replacements")
+            *((RevocationKind.jti, j) for j in facts.ancestors),
         )
         for kind, value in candidates:
             if value is None:

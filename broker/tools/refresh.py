@@ -7,6 +7,13 @@ snapshot then carries the new document and its times, and the others need not fe
 again. A failed fetch is not cached; it is retried with exponential backoff, and the last
 good document keeps serving until its ``usable_until``, after which the token path refuses
 the tool.
+
+A fetched document that changes something security-relevant (``registry.tool_changes``) is
+not adopted: the document in force keeps serving (its times move on, since its host
+answered), the new one is held as pending, audited and counted
+(``writ_tool_changes_held_total{change}``), and a registrar adopts it with
+``approve_tool_change`` (``writ tools approve-change``,
+``POST /v1/tools/{id}/approve-change``).
 """
 
 from __future__ import annotations
@@ -15,15 +22,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from prometheus_client import Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from broker.tools.fetch import ToolFetcher, ToolFetchError
 from registry.errors import Conflict, NotFound
 from registry.snapshot import SnapshotHolder
-from registry.tool_store import ToolPublic, ToolSource, fetch_tool, update_tool_document
-from registry.tools import ToolView
+from registry.tool_changes import ToolChange, security_changes
+from registry.tool_store import (
+    ToolPublic,
+    ToolSource,
+    fetch_tool,
+    hold_tool_change,
+    update_tool_document,
+)
+from registry.tools import ToolDocument, ToolView
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +50,26 @@ RETRY_MAX_S = 300.0
 
 #: (tool id, previous document hash, new document hash)
 ChangeCallback = Callable[[str, str, str], None]
+#: (tool id, held document hash, its security-relevant changes)
+HeldCallback = Callable[[str, str, tuple[str, ...]], None]
+
+TOOL_CHANGES_HELD = Counter("writ_tool_changes_held_total",
+                            "Fetched tool documents held for approval, by change", ["change"])
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    previous_hash: str
+    tool: ToolPublic
+    #: the security-relevant changes newly held for approval; empty when adopted (or
+    #: when the same document was already held)
+    held: tuple[str, ...] = ()
 
 
 def refresh_tool(engine: Engine, fetcher: ToolFetcher, tool_id: str, *,
-                 now: float) -> tuple[str, ToolPublic]:
-    """Fetch a ``url`` tool again and store the result; return the previous document hash
-    and the new row. Raises ``ToolFetchError``, ``NotFound`` or ``Conflict`` (pinned)."""
+                 now: float) -> Refreshed:
+    """Fetch a ``url`` tool again and store the result: adopted when harmless, else held
+    for approval. Raises ``ToolFetchError``, ``NotFound`` or ``Conflict`` (pinned)."""
     with Session(engine) as session:
         current = fetch_tool(session, tool_id)
     if current is None:
@@ -47,11 +77,28 @@ def refresh_tool(engine: Engine, fetcher: ToolFetcher, tool_id: str, *,
     if current.source is not ToolSource.url:
         raise Conflict(f"tool {tool_id} is pinned; replace its document instead")
     fetched = fetcher.fetch(tool_id)
+    try:
+        in_force = ToolDocument.model_validate(current.document)
+    except ValueError:  # stored under looser rules: nothing to compare with, so held
+        changes = [ToolChange.previous_unreadable.value]
+    else:
+        changes = [c.value for c in security_changes(in_force, fetched.document)]
     with Session(engine) as session:
-        row = update_tool_document(session, tool_id, fetched.document, times=fetched.times,
-                                   now=now)
+        if not changes:
+            row = update_tool_document(session, tool_id, fetched.document,
+                                       times=fetched.times, now=now)
+            session.commit()
+            return Refreshed(current.document_hash, row)
+        row, fresh = hold_tool_change(session, tool_id, fetched.document, changes,
+                                      times=fetched.times, now=now)
         session.commit()
-    return current.document_hash, row
+    if not fresh:
+        return Refreshed(current.document_hash, row)
+    for change in changes:
+        TOOL_CHANGES_HELD.labels(change).inc()
+    log.warning("tool metadata change held for approval",
+                extra={"tool": tool_id, "changes": changes, "pending_hash": row.pending_hash})
+    return Refreshed(current.document_hash, row, tuple(changes))
 
 
 class ToolRefresher:
@@ -63,6 +110,7 @@ class ToolRefresher:
         *,
         clock: Callable[[], float] = time.time,
         on_changed: ChangeCallback | None = None,
+        on_held: HeldCallback | None = None,
         tick_s: float = 1.0,
     ) -> None:
         self._engine = engine
@@ -70,6 +118,7 @@ class ToolRefresher:
         self._snapshots = snapshots
         self._clock = clock
         self._on_changed = on_changed
+        self._on_held = on_held
         self._tick_s = tick_s
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
@@ -96,7 +145,7 @@ class ToolRefresher:
             if not self.due(tool, now) or now < self._retry_at.get(tool.tool_id, 0.0):
                 continue
             try:
-                before, row = refresh_tool(self._engine, self._fetcher, tool.tool_id, now=now)
+                result = refresh_tool(self._engine, self._fetcher, tool.tool_id, now=now)
             except (NotFound, Conflict):
                 continue  # removed or re-pinned meanwhile
             except ToolFetchError as err:
@@ -110,8 +159,11 @@ class ToolRefresher:
             self._failures.pop(tool.tool_id, None)
             self._retry_at.pop(tool.tool_id, None)
             refreshed.append(tool.tool_id)
+            before, row = result.previous_hash, result.tool
             if before != row.document_hash and self._on_changed is not None:
                 self._on_changed(tool.tool_id, before, row.document_hash)
+            if result.held and self._on_held is not None and row.pending_hash is not None:
+                self._on_held(tool.tool_id, row.pending_hash, result.held)
         if refreshed:
             self._snapshots.refresh()  # this replica at once; the others are notified
         return refreshed

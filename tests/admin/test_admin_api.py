@@ -25,7 +25,7 @@ AGENT = "spiffe://dev.writ.local/agents/travel/booker"
 GATEWAY = "spiffe://dev.writ.local/gateway/travel"
 CHARTER = {"purpose": "books travel", "scopes": ["travel.book"], "max_ttl_s": 120}
 FULL_CHARTER = {**CHARTER, "tools": [], "environments": [], "delegate_to": [],
-                "approval_required": []}
+                "approval_required": [], "acts_for": []}
 TEAM_A = "spiffe://dev.writ.local/agents/team-a/**"
 
 Issue = Callable[..., str]
@@ -693,6 +693,7 @@ def test_openapi_lists_every_admin_route(client: TestClient) -> None:
         "/v1/resource-servers/{client_id}/suspend", "/v1/resource-servers/{client_id}/resume",
         "/v1/audit",
         "/v1/tools", "/v1/tools/{tool_id}", "/v1/tools/{tool_id}/refresh",
+        "/v1/tools/{tool_id}/approve-change",
         "/v1/bounds", "/v1/bounds/{pattern}", "/v1/decisions/explain",
     }
 

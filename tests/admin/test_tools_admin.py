@@ -94,7 +94,8 @@ def test_pinned_tool_lifecycle(client: TestClient, root: str, engine: Engine,  #
                                           "description": ""}}},
         "document_hash": created["document_hash"], "fetched_at": None, "fresh_until": None,
         "usable_until": None, "created_by": created["created_by"], "created_at": clock(),
-        "updated_at": clock(),
+        "updated_at": clock(), "pending_document": None, "pending_hash": None,
+        "pending_changes": None, "pending_since": None,
     }
     # the snapshot has it at once (this replica refreshed before answering)
     assert client.app.state.broker.snapshot.tools[TOOL].endpoint == "https://mail.example/api"

@@ -41,7 +41,8 @@ IDP = "https://idp.example.com/realms/acme"
 BODY = {"issuer": IDP, "audiences": ["writ"], "algorithms": ["RS256", "ES256"]}
 PUBLIC = {"issuer": IDP, "description": "", "discovery": "oidc", "jwks_uri": None,
           "ca_file": None,
-          "audiences": ["writ"], "algorithms": ["RS256", "ES256"], "created_by": "",
+          "audiences": ["writ"], "algorithms": ["RS256", "ES256"],
+          "allowed_clients": [], "agent_namespaces": [], "created_by": "",
           "created_at": T0, "updated_at": T0}
 
 
@@ -180,6 +181,21 @@ def test_cli_issuers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                   "HS256")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: invalid TrustedIssuerCreate: algorithms:")
+    # docs/delegation.md "Binding user tokens": both lists replaced in place
+    result = writ("issuers", "update", IDP, "--allowed-client", "webapp",
+                  "--allowed-client", "mobile", "--agent-namespace", "spiffe://td/agents/**")
+    assert result.exit_code == 0, result.stderr
+    updated = json.loads(result.stdout)
+    assert (updated["allowed_clients"], updated["agent_namespaces"]) == (
+        ["webapp", "mobile"], ["spiffe://td/agents/**"])
+    result = writ("issuers", "update", IDP, "--agent-namespace", "not a pattern")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid TrustedIssuerUpdate: agent_namespaces:")
+    result = writ("issuers", "update", IDP, "--allowed-client", "two words")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid TrustedIssuerUpdate: allowed_clients:")
+    assert json.loads(writ("issuers", "show", IDP).stdout)["allowed_clients"] == [
+        "webapp", "mobile"]
     result = writ("issuers", "remove", IDP)
     assert result.exit_code == 0
     assert result.stderr == f"issuer {IDP} removed\n"

@@ -167,7 +167,7 @@ def test_agent_commands(writ: Writ, charter_file: Path, tmp_path: Path) -> None:
         "enrollment_expires_at": 2000000000.0, "status": "active", "charter_version": 1,
         "charter_hash": first_hash, "enrolled_by": "cli",
         "charter": {**CHARTER, "tools": [], "environments": [], "delegate_to": [],
-                    "approval_required": []},
+                    "approval_required": [], "acts_for": []},
     }
     assert writ.json("agents", "list") == [enrolled]
     assert writ.json("agents", "list", "--offset", "1") == []

@@ -95,7 +95,7 @@ def test_replacement_exact(world: World, clock: FrozenClock, engine: Engine) -> 
         "req_wl": f"{DEV_GATEWAY},{DEV_GATEWAY}",
         # RFC 8693 §4.1: the current actor outermost, the previous one nested
         "act": {"sub": MAILER, "act": {"sub": PLANNER}},
-        "act_chain": [{"sub": PLANNER, "iat": p["iat"]}],
+        "act_chain": [{"sub": PLANNER, "iat": p["iat"], "jti": p["jti"]}],
         "tctx": p["tctx"],  # carried over unchanged
         "rctx": {"req_ip": "192.0.2.9", "gateway_ip": "testclient", "gateway_ip_source": "peer",
                  "env": "prod"},

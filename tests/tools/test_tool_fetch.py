@@ -355,13 +355,19 @@ def test_registered_tool_lifecycle(live: tuple[TestClient, ToolServer], engine: 
                                        extra={"endpoint": "https://mail2.test/api"})
     clock.advance(15)
     assert broker.tool_refresher.run_once() == [url]
+    # a new endpoint is held for a registrar (docs/tools.md): the previous one serves
+    assert broker.snapshot.tools[url].endpoint == "https://mail.test/api"
+    assert ask().json()["tool_endpoint"] == "https://mail.test/api"
+    r = client.post(f"{path}/approve-change", headers=h, json={})
+    assert r.status_code == 200, r.text
     assert broker.snapshot.tools[url].endpoint == "https://mail2.test/api"
     assert ask().json()["tool_endpoint"] == "https://mail2.test/api"
     with Session(engine) as session:
         reasons = [(r.reason, r.tool) for r in session.exec(
             select(AuditRecord).where(col(AuditRecord.kind) == "admin")
             .order_by(col(AuditRecord.seq)))]
-    assert reasons[-2:] == [("tool.registered", url), ("tool.document_changed", url)]
+    assert reasons[-3:] == [("tool.registered", url), ("tool.change_held", url),
+                            ("tool.change_approved", url)]
 
     # the host fails: the last good document serves until its usable_until ...
     state.routes["/mail.json"] = Route(serve="status", status=500)
@@ -377,13 +383,14 @@ def test_registered_tool_lifecycle(live: tuple[TestClient, ToolServer], engine: 
         "error": "temporarily_unavailable",
         "error_description": "the tool's metadata is unavailable; try again later"})
     # the host recovers; after the backoff the next pass refreshes it
-    state.routes["/mail.json"] = Route(headers={"Cache-Control": "max-age=120"})
+    state.routes["/mail.json"] = Route(headers={"Cache-Control": "max-age=120"},
+                                       extra={"endpoint": "https://mail2.test/api"})
     clock.advance(10)
     assert broker.tool_refresher.run_once() == [url]
     assert ask().status_code == 200
 
     # registrars: show, refresh on demand, refuse a pin over a fetched tool, remove
-    assert client.get(path, headers=h).json()["document"]["endpoint"] == "https://mail.test/api"
+    assert client.get(path, headers=h).json()["document"]["endpoint"] == "https://mail2.test/api"
     state.routes["/mail.json"] = Route(serve="redirect", status=302,
                                        location="https://169.254.169.254/")
     r = client.post(f"{path}/refresh", headers=h)
