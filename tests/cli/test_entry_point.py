@@ -41,7 +41,10 @@ def test_demo_without_authlib_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delitem(sys.modules, "broker.cli.demo", raising=False)
-    monkeypatch.setitem(sys.modules, "authlib", None)  # `import authlib` now fails
+    # `import authlib` now fails, and so does any of its modules another test already loaded
+    for name in [m for m in sys.modules if m == "authlib" or m.startswith("authlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "authlib", None)
     result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.strip() == (

@@ -25,7 +25,10 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 #: Token profiles the clients run against: name -> environment of ``writ serve``. A second
 #: profile is one more entry here (its setting, e.g. the agents-02 shape).
-PROFILES: dict[str, dict[str, str]] = {"default": {}}
+PROFILES: dict[str, dict[str, str]] = {
+    "writ": {"WRIT_TOKEN_PROFILE": "writ"},
+    "agents-02": {"WRIT_TOKEN_PROFILE": "agents-02"},
+}
 
 
 @dataclass

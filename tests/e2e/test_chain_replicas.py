@@ -38,7 +38,7 @@ def replace(server: Server, td: DevTrustDomain, parent: str, delegate: str) -> h
         "client_assertion": td.mint_svid(DEV_GATEWAY, ISSUER),
         "subject_token": parent, "subject_token_type": TXN,
         "actor_token": td.mint_svid(delegate, ISSUER), "actor_token_type": JWT,
-        "requested_token_type": TXN}))
+        "requested_token_type": TXN, "audience": TRUST_DOMAIN, "scope": "demo.read"}))
 
 
 def token_of(r: httpx.Response) -> str:

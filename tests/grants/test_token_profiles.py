@@ -40,6 +40,7 @@ from tests.world import (
     PLANNER,
     SEARCH,
     TD,
+    USER_CLIENT,
     USER_SCOPE,
     World,
     decode,
@@ -101,8 +102,10 @@ def test_two_trusted_issuers_never_share_a_sub(world: World, clock: FrozenClock,
 
     other = TestIssuer("https://idp2.test")
     with Session(engine) as s:
-        create_issuer(s, TrustedIssuerCreate(issuer=other.issuer, audiences=[other.audience],
-                                             algorithms=[other.alg]), now=clock(), by="test")
+        create_issuer(s, TrustedIssuerCreate(
+            issuer=other.issuer, audiences=[other.audience], algorithms=[other.alg],
+            allowed_clients=[USER_CLIENT], agent_namespaces=[f"{AGENTS}/**"]),
+            now=clock(), by="test")
         s.commit()
     world.refresh()
     transports = {IDP: world.idp.transport(), other.issuer: other.transport()}

@@ -29,6 +29,7 @@ from registry.models import AgentUpdate
 from tests.cli.test_cli_admin import Writ, data_dir  # noqa: F401  (fixture)
 from tests.conftest import FrozenClock
 from tests.world import (
+    ALICE,
     CHARTERS,
     IDP,
     MAILER,
@@ -119,7 +120,7 @@ def test_tenant_claim_issued_token_and_audit(world: World, clock: FrozenClock,
     user = world.idp.mint("dana@acme.example", now=now, tenant="acme")
     r = world.post(world.req.on_behalf_of(user, PLANNER, now))
     assert r.status_code == 200, r.text
-    assert decode(r.json()["access_token"])[1]["sub"] == "dana@acme.example"
+    assert decode(r.json()["access_token"])[1]["sub"] == f"{world.idp.issuer}#dana@acme.example"
     assert token_rows(engine)[-1].decision == "issued"
 
 
@@ -234,7 +235,8 @@ def test_explain_shows_the_binding_gates(world: World, clock: FrozenClock,
     auth = {"Authorization": f"Bearer {issued.token}"}
     _configure(engine, clock, {"acts_for": [{"issuer": IDP, "claims": {"tenant": "acme"}}]})
     world.refresh()
-    ask = {"gateway": DEV_GATEWAY, "agent": PLANNER}
+    ask = {"gateway": DEV_GATEWAY, "agent": PLANNER, "audience": "dev.writ.local",
+           "scope": "mail.send"}
 
     def explain(claims: dict[str, Any]) -> dict[str, Any]:
         r = world.client.post("/v1/decisions/explain", headers=auth, json={
@@ -319,7 +321,7 @@ def test_replacement_refused_once_the_users_issuer_is_removed(world: World, cloc
 
 def test_replacement_admits_a_delegate_the_user_is_served_by(world: World) -> None:
     token = world.chain(PLANNER, MAILER, SEARCH)
-    assert decode(token)[1]["sub"] == "alice"
+    assert decode(token)[1]["sub"] == ALICE
 
 
 def test_cli_explain_with_a_user(data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -342,7 +344,7 @@ def test_cli_explain_with_a_user(data_dir: Path, tmp_path: Path) -> None:  # noq
     def explain(user: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(writ.ok(
             "explain", "--gateway", gateway, "--agent", agent, "--audience", "dev.writ.local",
-            "--user", json.dumps(user), "--json").stdout)
+            "--scope", "mail.send", "--user", json.dumps(user), "--json").stdout)
         return answer
 
     ok = explain({"issuer": "https://idp.example", "sub": "dana@acme.example",

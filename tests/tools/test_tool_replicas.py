@@ -142,7 +142,9 @@ def _exercise(a: Replica, b: Replica, data_dir: Path, env: dict[str, str], *,
             "grant_type": GRANT, "client_assertion_type": JWT_SPIFFE,
             "client_assertion": td.mint_svid(DEV_GATEWAY, b.url),
             "subject_token": td.mint_svid(DEV_AGENT, b.url),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", **extra})
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "requested_token_type": "urn:ietf:params:oauth:token-type:txn_token",
+            "audience": "dev.writ.local", "scope": "demo.read", **extra})
 
     def refused_with(reason_error: str, **extra: str) -> Callable[[], bool]:
         def check() -> bool:
