@@ -35,6 +35,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -370,6 +371,15 @@ def churn(port: int, token: str, rate: float, stop: threading.Event,
         stop.wait(max(0.0, due - time.monotonic()))
 
 
+def own_cpu_s() -> float:
+    """CPU of this process and every child it has waited for (the servers and their workers,
+    the load generator), plus descendants still alive."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = bt.process_tree_cpu_s(os.getpid()) - (me.ru_utime + me.ru_stime)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + max(0.0, live)
+
+
 # --- report -----------------------------------------------------------------------------
 
 
@@ -441,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     load_before = os.getloadavg()
     busy_before, wall_before = bt.machine_busy_cpu_s(), time.monotonic()
-    own_before = bt.process_tree_cpu_s(os.getpid())
+    own_before = own_cpu_s()
     results = {size: SizeResult(size) for size in args.sizes}
     soak_report = None
     with tempfile.TemporaryDirectory(prefix="writ-bench-registry-") as tmp:
@@ -461,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                 if drop is not None:
                     drop()
     wall = time.monotonic() - wall_before
-    other = max(0.0, bt.machine_busy_cpu_s() - busy_before
-                - (bt.process_tree_cpu_s(os.getpid()) - own_before))
+    other = max(0.0, bt.machine_busy_cpu_s() - busy_before - (own_cpu_s() - own_before))
     text = section(list(results.values()), soak_report, argv, load_before, other, wall)
     print(text)
     if args.out is not None:
